@@ -1,0 +1,180 @@
+"""The probe catalogue: one declarative table, one entry per endpoint.
+
+Adding a probe means adding one ``Probe`` to ``CATALOGUE``. Every request is tiny
+and deterministic, so a probe costs a handful of tokens at most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Json = Any
+Usage = tuple[int, int, int]  # input, output, total
+
+
+class ShapeError(ValueError):
+    """The upstream answered 200 with a body that is not the documented shape."""
+
+
+def _require(obj: Json, *keys: str) -> None:
+    if not isinstance(obj, dict):
+        raise ShapeError(f"expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise ShapeError(f"missing field(s): {', '.join(missing)}")
+
+
+def _int(value: Json, name: str) -> int:
+    # bool is an int subclass; a token count of true is a broken body, not 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ShapeError(f"{name} is not a non-negative integer")
+    return value
+
+
+def _check_list(body: Json) -> Usage:
+    _require(body, "object", "data")
+    if not isinstance(body["data"], list):
+        raise ShapeError("data is not a list")
+    return (0, 0, 0)
+
+
+def _check_chat(body: Json) -> Usage:
+    _require(body, "id", "choices", "usage")
+    if not isinstance(body["choices"], list) or not body["choices"]:
+        raise ShapeError("choices is empty")
+    usage = body["usage"]
+    _require(usage, "prompt_tokens", "completion_tokens", "total_tokens")
+    return (
+        _int(usage["prompt_tokens"], "usage.prompt_tokens"),
+        _int(usage["completion_tokens"], "usage.completion_tokens"),
+        _int(usage["total_tokens"], "usage.total_tokens"),
+    )
+
+
+def _check_responses(body: Json) -> Usage:
+    _require(body, "id", "status")
+    status = body["status"]
+    # "incomplete" because of max_output_tokens means the API answered: a tiny
+    # probe on a reasoning model can end there while the service is healthy.
+    incomplete_ok = status == "incomplete" and (body.get("incomplete_details") or {}).get(
+        "reason"
+    ) == "max_output_tokens"
+    if status != "completed" and not incomplete_ok:
+        raise ResponseFailed(body)
+    _require(body, "usage")
+    usage = body["usage"]
+    _require(usage, "input_tokens", "output_tokens", "total_tokens")
+    return (
+        _int(usage["input_tokens"], "usage.input_tokens"),
+        _int(usage["output_tokens"], "usage.output_tokens"),
+        _int(usage["total_tokens"], "usage.total_tokens"),
+    )
+
+
+class ResponseFailed(Exception):
+    """A Responses object that reports failure in its body on HTTP 200."""
+
+    def __init__(self, body: Json) -> None:
+        err = body.get("error") if isinstance(body, dict) else None
+        self.code = err.get("code") if isinstance(err, dict) else None
+        self.status = body.get("status") if isinstance(body, dict) else None
+        super().__init__(f"response status {self.status!r}, error code {self.code!r}")
+
+
+def _check_embeddings(body: Json) -> Usage:
+    _require(body, "object", "data", "usage")
+    if not isinstance(body["data"], list) or not body["data"]:
+        raise ShapeError("data is empty")
+    usage = body["usage"]
+    _require(usage, "prompt_tokens", "total_tokens")
+    prompt = _int(usage["prompt_tokens"], "usage.prompt_tokens")
+    return (prompt, 0, _int(usage["total_tokens"], "usage.total_tokens"))
+
+
+def _check_moderations(body: Json) -> Usage:
+    _require(body, "id", "results")
+    if not isinstance(body["results"], list) or not body["results"]:
+        raise ShapeError("results is empty")
+    return (0, 0, 0)  # moderations report no usage and are free
+
+
+def _check_images(body: Json) -> Usage:
+    _require(body, "created", "data")
+    usage = body.get("usage")
+    if not usage:
+        return (0, 0, 0)  # dall-e models return no usage
+    _require(usage, "input_tokens", "output_tokens", "total_tokens")
+    return (
+        _int(usage["input_tokens"], "usage.input_tokens"),
+        _int(usage["output_tokens"], "usage.output_tokens"),
+        _int(usage["total_tokens"], "usage.total_tokens"),
+    )
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    method: str
+    path: str  # relative to the target's base URL
+    check: Callable[[Json], Usage]  # raises ShapeError / ResponseFailed
+    model_kind: str | None = None  # which configured model the body uses
+    body: Callable[[str], dict[str, Any]] | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    default: bool = True  # probed when PROBE_ENDPOINTS is not set
+    heavy: bool = False  # only with PROBE_HEAVY (costs real money)
+    # Azure puts these under /openai/deployments/{deployment}/...
+    azure_deployment: bool = False
+    # Endpoints an OpenAI-compatible server (vLLM, Ollama) is expected to have.
+    compatible: bool = False
+
+
+CATALOGUE: dict[str, Probe] = {
+    p.name: p
+    for p in (
+        Probe(
+            "chat", "POST", "/chat/completions", _check_chat, model_kind="chat",
+            body=lambda m: {
+                "model": m,
+                "messages": [{"role": "user", "content": "ping"}],
+                "max_completion_tokens": 16,
+            },
+            azure_deployment=True, compatible=True,
+        ),
+        Probe(
+            "responses", "POST", "/responses", _check_responses, model_kind="chat",
+            # max_output_tokens has a minimum of 16; store defaults to true upstream,
+            # and a probe must not leave stored responses behind.
+            body=lambda m: {"model": m, "input": "ping", "max_output_tokens": 16, "store": False},
+            compatible=True,
+        ),
+        Probe(
+            "embeddings", "POST", "/embeddings", _check_embeddings, model_kind="embeddings",
+            body=lambda m: {"model": m, "input": "ping"},
+            azure_deployment=True, compatible=True,
+        ),
+        Probe(
+            "moderations", "POST", "/moderations", _check_moderations, model_kind="moderation",
+            body=lambda m: {"model": m, "input": "ping"},
+        ),
+        Probe("models", "GET", "/models", _check_list, compatible=True),
+        Probe("files", "GET", "/files", _check_list, params={"limit": "1"}),
+        Probe("fine_tunes", "GET", "/fine_tuning/jobs", _check_list, params={"limit": "1"}),
+        Probe("batches", "GET", "/batches", _check_list, params={"limit": "1"}),
+        Probe(
+            # The Assistants API was shut down in 2026: kept for endpoints that still
+            # serve it, off by default.
+            "assistants", "GET", "/assistants", _check_list, params={"limit": "1"},
+            headers={"OpenAI-Beta": "assistants=v2"}, default=False,
+        ),
+        Probe(
+            "images", "POST", "/images/generations", _check_images, model_kind="image",
+            body=lambda m: {"model": m, "prompt": "a dot", "n": 1, "size": "1024x1024",
+                            "quality": "low"},
+            default=False, heavy=True, azure_deployment=True,
+        ),
+    )
+}
+
+DEFAULT_PROBES: tuple[str, ...] = tuple(p.name for p in CATALOGUE.values() if p.default)

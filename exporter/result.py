@@ -1,0 +1,80 @@
+"""The one object every probe run produces, and the bounded vocabularies it uses.
+
+Every sink (metrics, history, logs) reads a ProbeResult and nothing else, so the
+three can never disagree about what a probe saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Closed set: these are label values, so they must stay bounded (DESIGN.md).
+ERROR_TYPES: tuple[str, ...] = (
+    "none",
+    "timeout",
+    "network",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "bad_request",
+    "rate_limited",
+    "quota_exceeded",
+    "provider_error",
+    "provider_unavailable",
+    "invalid_response",
+)
+
+STATUS_SUCCESS = "success"
+STATUS_ERROR = "error"
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Parsed x-ratelimit-* headers; None means the header was absent or unusable."""
+
+    requests_limit: float | None = None
+    requests_remaining: float | None = None
+    requests_reset_seconds: float | None = None
+    tokens_limit: float | None = None
+    tokens_remaining: float | None = None
+    tokens_reset_seconds: float | None = None
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in self.__dict__.values())
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One run of one endpoint against one target."""
+
+    target: str
+    region: str
+    endpoint: str
+    model: str  # "" for endpoints that take no model (models, files, ...)
+    started_at: float  # wall clock, Unix seconds
+    duration_seconds: float
+    success: bool
+    error_type: str = "none"  # one of ERROR_TYPES
+    http_status: int | None = None
+    error_message: str = ""  # already redacted; "" on success
+    request_id: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    response_bytes: int = 0
+    cost_usd: float = 0.0
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+
+    def __post_init__(self) -> None:
+        if self.error_type not in ERROR_TYPES:
+            raise ValueError(f"unknown error_type {self.error_type!r}")
+        if self.success != (self.error_type == "none"):
+            raise ValueError("success must be True exactly when error_type is 'none'")
+
+    @property
+    def status(self) -> str:
+        return STATUS_SUCCESS if self.success else STATUS_ERROR
+
+    @property
+    def finished_at(self) -> float:
+        return self.started_at + self.duration_seconds
