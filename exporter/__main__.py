@@ -1,0 +1,104 @@
+"""Entry point: load settings, wire prober -> sinks, serve HTTP, stop cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+
+from . import __version__, logs
+from .history import open_history
+from .metrics import ExporterMetrics
+from .prober import Prober
+from .scheduler import ProbeLoop
+from .settings import ConfigError, Settings, load, redacted
+from .status_api import StatusApp
+from .web import make_app, serve
+
+log = logging.getLogger("exporter")
+
+DEMO_KEY = "sk-demo-not-a-real-key"
+
+
+def _start_demo(settings: Settings):
+    """Key-less demo: start the bundled fake upstream (chaos profile) on loopback and
+    point the single target at it."""
+    from .fake_upstream import FakeUpstream
+
+    fake = FakeUpstream(profile="chaos").start()
+    targets = tuple(
+        dataclasses.replace(t, base_url=fake.base_url, api_key=DEMO_KEY, provider="openai")
+        for t in settings.targets)
+    return fake, dataclasses.replace(settings, targets=targets)
+
+
+def run(settings: Settings, stop: threading.Event) -> int:
+    fake = None
+    if settings.demo:
+        fake, settings = _start_demo(settings)
+        log.warning("no OPENAI_API_KEY: running the key-less demo against the bundled fake "
+                    "upstream at %s (chaos profile; no request leaves this machine)",
+                    fake.base_url)
+    config = redacted(settings)
+    log.info("starting openai-exporter %s", __version__, extra={"config": config})
+
+    metrics = ExporterMetrics()
+    metrics.configure(settings)
+    history = open_history(settings)
+    probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=settings.prices)
+               for t in settings.targets]
+    loop = ProbeLoop(settings, probers, [metrics.observe, history.add, logs.log_probe])
+    app = make_app(metrics.registry, StatusApp(history, settings, config))
+    try:
+        httpd, _ = serve(app, settings.listen_host, settings.listen_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.listen_host, settings.listen_port,
+                  exc.strerror or exc)
+        history.close()
+        if fake:
+            fake.stop()
+        return 1
+    log.info("listening on http://%s:%d/metrics", settings.listen_host, httpd.server_port)
+    loop.start()
+    stop.wait()
+    log.info("stopping")
+    loop.stop()
+    httpd.shutdown()
+    history.close()
+    if fake:
+        fake.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        settings = load(argv)
+    except ConfigError as exc:
+        print(f"openai-exporter: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if settings.config_check:
+        print(f"openai-exporter: configuration OK ({len(settings.targets)} target(s))")
+        sys.exit(0)
+    logs.setup(settings.log_level, settings.log_format)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = run(settings, stop)
+    logging.shutdown()
+    sys.stdout.flush()
+    # A probe may still be blocked on a hanging upstream in a pool thread; those threads
+    # are joined at interpreter exit, which would hold shutdown up to the probe timeout.
+    # Everything is flushed and closed by now, so leave at once.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

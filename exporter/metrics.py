@@ -1,0 +1,153 @@
+"""Every metric family of the exporter, in one place (the contract in DESIGN.md).
+
+The values come from probes the exporter runs on its own timer, not from the
+scrape: each probe costs tokens and rate limit, and several Prometheus replicas
+scraping would multiply that. HELP texts say so, and no sample carries a timestamp.
+"""
+
+from __future__ import annotations
+
+import threading
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from . import __version__
+from .catalogue import CATALOGUE
+from .result import ERROR_TYPES, ProbeResult
+from .settings import Settings
+
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 20, 30, 60)
+_FROM_PROBES = " (from scheduled probes, not measured at scrape time)."
+
+# *_created series would double the series count and no dashboard reads them.
+disable_created_metrics()
+
+
+class ExporterMetrics:
+    """Holds the families on a private registry; `observe` feeds one ProbeResult."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._lock = threading.Lock()
+        self.requests = Counter(
+            "openai_requests", "Probe requests sent to the API, by outcome" + _FROM_PROBES,
+            ["target", "region", "endpoint", "model", "status", "error_type"], registry=r)
+        self.duration = Histogram(
+            "openai_request_duration_seconds",
+            "Wall-clock duration of probe requests, body included" + _FROM_PROBES,
+            ["target", "region", "endpoint", "model", "status"], buckets=BUCKETS, registry=r)
+        self.tokens = Counter(
+            "openai_tokens", "Tokens consumed by probes, as reported in the response usage"
+            + _FROM_PROBES, ["target", "region", "endpoint", "model", "token_type"], registry=r)
+        self.response_bytes = Counter(
+            "openai_response_bytes", "Response body bytes received by probes" + _FROM_PROBES,
+            ["target", "region", "endpoint"], registry=r)
+        self.cost = Counter(
+            "openai_cost_usd",
+            "Estimated spend of the probes in USD, from the configured price table"
+            + _FROM_PROBES, ["target", "region", "endpoint", "model"], registry=r)
+        rl_labels = ["target", "region", "model"]
+        self.rate_limit = {
+            ("requests", "limit"): Gauge(
+                "openai_rate_limit_requests_limit",
+                "x-ratelimit-limit-requests seen on the last probe that sent it" + _FROM_PROBES,
+                rl_labels, registry=r),
+            ("requests", "remaining"): Gauge(
+                "openai_rate_limit_requests_remaining",
+                "x-ratelimit-remaining-requests seen on the last probe that sent it"
+                + _FROM_PROBES, rl_labels, registry=r),
+            ("requests", "reset"): Gauge(
+                "openai_rate_limit_requests_reset_seconds",
+                "Seconds until the request limit is back to full (x-ratelimit-reset-requests)"
+                + _FROM_PROBES, rl_labels, registry=r),
+            ("tokens", "limit"): Gauge(
+                "openai_rate_limit_tokens_limit",
+                "x-ratelimit-limit-tokens seen on the last probe that sent it" + _FROM_PROBES,
+                rl_labels, registry=r),
+            ("tokens", "remaining"): Gauge(
+                "openai_rate_limit_tokens_remaining",
+                "x-ratelimit-remaining-tokens seen on the last probe that sent it"
+                + _FROM_PROBES, rl_labels, registry=r),
+            ("tokens", "reset"): Gauge(
+                "openai_rate_limit_tokens_reset_seconds",
+                "Seconds until the token limit is back to full (x-ratelimit-reset-tokens)"
+                + _FROM_PROBES, rl_labels, registry=r),
+        }
+        self.success = Gauge(
+            "openai_probe_success", "1 if the last probe of this endpoint succeeded, else 0"
+            + _FROM_PROBES, ["target", "region", "endpoint", "model"], registry=r)
+        self.last_run = Gauge(
+            "openai_probe_last_run_timestamp_seconds",
+            "Unix time the last probe of this endpoint finished" + _FROM_PROBES,
+            ["target", "region", "endpoint"], registry=r)
+        self.last_success = Gauge(
+            "openai_probe_last_success_timestamp_seconds",
+            "Unix time the last successful probe of this endpoint finished" + _FROM_PROBES,
+            ["target", "region", "endpoint"], registry=r)
+        self.interval = Gauge(
+            "openai_probe_interval_seconds",
+            "Configured probe interval; in roundrobin mode each endpoint is probed once per "
+            "interval times the number of its target's endpoints", registry=r)
+        self.build_info = Gauge(
+            "openai_exporter_build_info", "Build information of openai-exporter (always 1)",
+            ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+
+    def configure(self, settings: Settings) -> None:
+        """Create every series the configuration implies, so that rates and ratios
+        read 0 instead of "No data" before the first error ever happens."""
+        self.interval.set(settings.interval_seconds)
+        for t in settings.targets:
+            for endpoint in t.probes:
+                probe = CATALOGUE[endpoint]
+                model = t.models.get(probe.model_kind, "") if probe.model_kind else ""
+                base = (t.name, t.region, endpoint, model)
+                self.requests.labels(*base, "success", "none")
+                for error_type in ERROR_TYPES[1:]:
+                    self.requests.labels(*base, "error", error_type)
+                for status in ("success", "error"):
+                    self.duration.labels(*base, status)
+                if probe.model_kind:
+                    for token_type in ("input", "output", "total"):
+                        self.tokens.labels(*base, token_type)
+                    self.cost.labels(*base)
+                self.response_bytes.labels(t.name, t.region, endpoint)
+
+    def observe(self, result: ProbeResult) -> None:
+        """Record one probe run. Safe to call from any thread."""
+        r = result
+        base = (r.target, r.region, r.endpoint, r.model)
+        with self._lock:
+            self.requests.labels(*base, r.status, r.error_type).inc()
+            self.duration.labels(*base, r.status).observe(r.duration_seconds)
+            if r.total_tokens or r.input_tokens or r.output_tokens:
+                self.tokens.labels(*base, "input").inc(r.input_tokens)
+                self.tokens.labels(*base, "output").inc(r.output_tokens)
+                self.tokens.labels(*base, "total").inc(r.total_tokens)
+            if r.cost_usd:
+                self.cost.labels(*base).inc(r.cost_usd)
+            self.response_bytes.labels(r.target, r.region, r.endpoint).inc(r.response_bytes)
+            self.success.labels(*base).set(1 if r.success else 0)
+            self.last_run.labels(r.target, r.region, r.endpoint).set(r.finished_at)
+            if r.success:
+                self.last_success.labels(r.target, r.region, r.endpoint).set(r.finished_at)
+            self._observe_rate_limits(r)
+
+    def _observe_rate_limits(self, r: ProbeResult) -> None:
+        # Model-less endpoints (models, files, ...) share the org-wide limits upstream,
+        # but the gauges are keyed by model: keep them to probes that name one.
+        if not r.model:
+            return
+        lim = r.rate_limits
+        for (kind, field), value in (
+            (("requests", "limit"), lim.requests_limit),
+            (("requests", "remaining"), lim.requests_remaining),
+            (("requests", "reset"), lim.requests_reset_seconds),
+            (("tokens", "limit"), lim.tokens_limit),
+            (("tokens", "remaining"), lim.tokens_remaining),
+            (("tokens", "reset"), lim.tokens_reset_seconds),
+        ):
+            # An absent header leaves the last known value: 0 would read as "exhausted".
+            if value is not None:
+                self.rate_limit[(kind, field)].labels(r.target, r.region, r.model).set(value)
+
