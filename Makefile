@@ -26,7 +26,7 @@ test: $(STAMP_TEST)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP_TEST)
-	$(PY) -m bench
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
