@@ -15,6 +15,7 @@ import time
 from typing import Any, Mapping
 
 import requests
+import urllib3
 
 from . import __version__
 from .catalogue import CATALOGUE, Probe, ResponseFailed, ShapeError
@@ -236,6 +237,10 @@ class Prober:
                                  f"timed out after {self.timeout:g}s ({type(exc).__name__})",
                                  status, resp_headers, len(raw))
         except requests.RequestException as exc:
+            if _is_read_timeout(exc):
+                return self._failure(probe, model, started_at, t0, "timeout",
+                                     f"timed out after {self.timeout:g}s (body stalled)",
+                                     status, resp_headers, len(raw))
             return self._failure(probe, model, started_at, t0, "network",
                                  _network_message(exc), status, resp_headers, len(raw))
         duration = time.perf_counter() - t0
@@ -323,6 +328,12 @@ class Prober:
 
 def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    """A stall while streaming the body surfaces as requests.ConnectionError wrapping
+    urllib3's ReadTimeoutError, not as requests.Timeout."""
+    return any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
 
 
 def _network_message(exc: requests.RequestException) -> str:
