@@ -276,10 +276,19 @@ class Prober:
 
     def _read_body(self, resp: requests.Response, t0: float) -> bytes:
         """Read the body, cutting it at the probe deadline: requests' timeout bounds
-        each socket read, not the whole transfer, so a trickling body needs this."""
+        each socket read, not the whole transfer, so a trickling body needs this.
+        read1 returns as soon as any bytes arrive, so the deadline is checked often."""
         chunks, size = [], 0
         try:
-            for chunk in resp.iter_content(16 * 1024):
+            while True:
+                try:
+                    chunk = resp.raw.read1(16 * 1024, decode_content=True)
+                except urllib3.exceptions.ReadTimeoutError as exc:
+                    raise requests.ReadTimeout(exc) from exc
+                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                    raise requests.ConnectionError(exc) from exc
+                if not chunk:
+                    break
                 chunks.append(chunk)
                 size += len(chunk)
                 if time.perf_counter() - t0 > self.timeout:

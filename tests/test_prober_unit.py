@@ -259,3 +259,13 @@ def test_unknown_model_price_warns_once(caplog):
     assert [r.message for r in caplog.records].count(
         "no price for model 'mystery-model': its probes add no cost; add it under `prices:` "
         "in the config file") == 1
+
+
+@responses.activate
+def test_gzip_body_is_decoded():
+    import gzip
+    responses.post("https://api.test/v1/chat/completions", body=gzip.compress(
+        json.dumps(CHAT_OK).encode()), content_type="application/json",
+        headers={"Content-Encoding": "gzip"})
+    r = Prober(target(), timeout_seconds=5).run("chat")
+    assert r.success and r.total_tokens == 10
