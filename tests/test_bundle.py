@@ -1,0 +1,355 @@
+"""The deploy bundle: compose file, Dockerfile, Prometheus rules, Grafana, Loki, shippers, k8s.
+
+promtool and docker-compose checks need the Debian packages (see tests/tools.py); the
+rest reads the files. What the queries return against live data is tests/test_truth.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import promql
+from tests.tools import require_tool
+
+ROOT = promql.ROOT
+COMPOSE = ROOT / "docker-compose.yml"
+DASHBOARD = ROOT / "grafana" / "dashboards" / "openai-api.json"
+RULES = ROOT / "prometheus" / "rules" / "openai-exporter.rules.yml"
+ALERTS = ROOT / "prometheus" / "rules" / "openai-exporter.alerts.yml"
+RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*.yml"))
+K8S = ROOT / "deploy" / "kubernetes"
+
+# The metric contract (shared/DESIGN.md) plus openai_probe_interval_seconds, as sample names.
+CONTRACT = {
+    "openai_requests_total",
+    "openai_request_duration_seconds_bucket",
+    "openai_request_duration_seconds_sum",
+    "openai_request_duration_seconds_count",
+    "openai_tokens_total",
+    "openai_response_bytes_total",
+    "openai_rate_limit_requests_limit",
+    "openai_rate_limit_requests_remaining",
+    "openai_rate_limit_requests_reset_seconds",
+    "openai_rate_limit_tokens_limit",
+    "openai_rate_limit_tokens_remaining",
+    "openai_rate_limit_tokens_reset_seconds",
+    "openai_probe_success",
+    "openai_probe_last_run_timestamp_seconds",
+    "openai_probe_last_success_timestamp_seconds",
+    "openai_cost_usd_total",
+    "openai_exporter_build_info",
+    "openai_probe_interval_seconds",
+}
+# Series Prometheus itself adds to every scrape.
+PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+ALLOWED_DS = {"${datasource}", "$datasource", "${loki_datasource}", "$loki_datasource"}
+# Loki labels must stay bounded: no model, request_id, latency or token counts.
+LOKI_LABELS = {"level", "target", "endpoint", "status", "error_type"}
+
+
+def _yaml(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+
+
+# -- promtool ---------------------------------------------------------------------------
+
+def test_promtool_check_config() -> None:
+    promtool = require_tool("promtool")
+    r = _run(promtool, "check", "config", "prometheus/prometheus.yml")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_promtool_check_rules() -> None:
+    promtool = require_tool("promtool")
+    r = _run(promtool, "check", "rules", str(RULES), str(ALERTS))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_promtool_test_rules() -> None:
+    promtool = require_tool("promtool")
+    r = _run(promtool, "test", "rules", *map(str, RULE_TESTS))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_alert_has_a_fires_and_a_not_yet_case() -> None:
+    alerts = [q.name for q in promql.rule_queries([ALERTS])]
+    cases: dict[str, list[tuple[str, bool]]] = {a: [] for a in alerts}
+    for path in RULE_TESTS:
+        for test in _yaml(path)["tests"]:
+            for case in test.get("alert_rule_test", []):
+                cases.setdefault(case["alertname"], []).append(
+                    (str(case["eval_time"]), bool(case.get("exp_alerts"))))
+    for alert in alerts:
+        outcomes = [fires for _, fires in cases[alert]]
+        assert True in outcomes, f"{alert}: no promtool case where it fires"
+        assert False in outcomes, f"{alert}: no promtool case where it does not fire yet"
+
+
+def test_alert_conventions() -> None:
+    for group in _yaml(ALERTS)["groups"]:
+        for rule in group["rules"]:
+            name = rule["alert"]
+            assert re.fullmatch(r"(?:[A-Z][a-z0-9]*|AI)+", name), f"{name}: not CamelCase"
+            assert name.startswith("OpenAI"), name
+            assert rule.get("for"), f"{name}: no for:"
+            assert rule["labels"]["severity"] in {"warning", "critical"}, name
+            assert rule["annotations"].get("summary"), f"{name}: no summary"
+            assert rule["annotations"].get("description"), f"{name}: no description"
+
+
+def test_recording_rule_names_are_level_metric_operations() -> None:
+    for name in promql.recorded_names([RULES]):
+        level, metric, ops = name.split(":")  # exactly two colons
+        assert level and ops, name
+        assert metric.startswith("openai_") and not metric.endswith("_total"), name
+
+
+def test_rules_read_only_contract_metrics() -> None:
+    known = CONTRACT | PROMETHEUS_SERIES | promql.recorded_names()
+    for q in promql.rule_queries():
+        unknown = promql.metric_names(q.expr) - known
+        assert not unknown, f"{q.describe()}: unknown metric(s) {sorted(unknown)}"
+
+
+def test_contract_matches_the_exporter() -> None:
+    """The names this bundle relies on are the ones exporter/metrics.py exposes."""
+    metrics = pytest.importorskip("exporter.metrics")
+    exposed = set()
+    for family in metrics.ExporterMetrics().registry.collect():
+        if family.type == "counter":
+            exposed.add(family.name + "_total")
+        elif family.type == "histogram":
+            exposed.update(family.name + s for s in ("_bucket", "_sum", "_count"))
+        else:
+            exposed.add(family.name)
+    assert CONTRACT <= exposed, f"not exposed by the exporter: {sorted(CONTRACT - exposed)}"
+
+
+# -- Grafana ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def test_dashboard_identity(dashboard: dict) -> None:
+    assert dashboard["uid"] == "openai-api"
+    assert dashboard["title"] == "OpenAI API"
+    assert "__inputs" not in dashboard, "an 'export for sharing' dashboard breaks provisioning"
+    assert "DS_" not in DASHBOARD.read_text(), "no ${DS_...} import placeholders"
+    ids = [p["id"] for p in promql.iter_panels(dashboard["panels"])]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+
+
+def test_dashboard_rows(dashboard: dict) -> None:
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows == ["Overview", "Requests & errors", "Latency", "Tokens", "Rate limits", "Logs"]
+    types = {p["type"] for p in dashboard["panels"]}
+    assert {"heatmap", "logs"} <= types
+
+
+def test_dashboard_variables(dashboard: dict) -> None:
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"datasource", "target", "region", "endpoint", "model"} <= set(variables)
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["loki_datasource"]["type"] == "datasource"
+    assert variables["loki_datasource"]["query"] == "loki"
+    for name in ("job", "target", "region", "endpoint", "model"):
+        v = variables[name]
+        assert v["type"] == "query" and v["datasource"]["uid"] == "${datasource}", name
+        assert v["includeAll"] and v["allValue"] == ".*", name
+        assert promql.label_values(v["definition"]), f"{name}: not a label_values() query"
+
+
+def test_dashboard_uses_datasource_variables_only(dashboard: dict) -> None:
+    """Importable anywhere: no panel or query names a fixed datasource uid."""
+    for p in promql.iter_panels(dashboard["panels"]):
+        if p["type"] == "row":
+            continue
+        assert p["datasource"]["uid"] in ALLOWED_DS, f"panel {p['title']!r}: {p['datasource']}"
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] in ALLOWED_DS, f"panel {p['title']!r}: {t}"
+            kind = "loki" if "loki" in t["datasource"]["uid"] else "prometheus"
+            assert t["datasource"]["type"] == kind, f"panel {p['title']!r}: {t['datasource']}"
+
+
+def test_dashboard_queries_use_known_metrics_and_variables(dashboard: dict) -> None:
+    defined = {v["name"] for v in dashboard["templating"]["list"]}
+    known = CONTRACT | promql.recorded_names()
+    queries = promql.dashboard_queries(DASHBOARD)
+    assert len([q for q in queries if q.datasource == "prometheus"]) >= 30
+    for q in queries:
+        for m in re.finditer(r"\$\{?(\w+)", q.expr):
+            name = m.group(1)
+            assert name in defined or name.startswith("__"), f"{q.describe()}: ${name} undefined"
+        if q.datasource != "prometheus":
+            continue
+        expr = promql.substitute(q.expr)
+        lv = promql.label_values(expr)
+        names = promql.metric_names(lv[0] if lv else expr)
+        assert names, f"{q.describe()}: reads no metric"
+        assert names <= known, f"{q.describe()}: unknown metric(s) {sorted(names - known)}"
+
+
+def test_dashboard_rates_use_rate_interval_or_a_fixed_window(dashboard: dict) -> None:
+    for q in promql.dashboard_queries(DASHBOARD):
+        for window in re.findall(r"\[([^\]]+)\]", q.expr):
+            assert window in {"$__rate_interval", "$__range", "$__interval", "5m", "1h"}, \
+                f"{q.describe()}: window {window}"
+
+
+def test_grafana_provisioning() -> None:
+    ds = {d["uid"]: d for d in _yaml(ROOT / "grafana/provisioning/datasources/datasources.yml")
+          ["datasources"]}
+    assert ds["prometheus"]["type"] == "prometheus"
+    assert ds["loki"]["type"] == "loki"
+    scrape = _yaml(ROOT / "prometheus" / "prometheus.yml")["global"]["scrape_interval"]
+    assert ds["prometheus"]["jsonData"]["timeInterval"] == scrape, "$__rate_interval needs it"
+    provider = _yaml(ROOT / "grafana/provisioning/dashboards/dashboards.yml")["providers"][0]
+    mounts = _yaml(COMPOSE)["services"]["grafana"]["volumes"]
+    assert f"./grafana/dashboards:{provider['options']['path']}:ro" in mounts
+
+
+# -- compose ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return _yaml(COMPOSE)
+
+
+def _compose_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GRAFANA_", "OPENAI_", "COMPOSE_", "PROBE_"))}
+    env.update(extra)
+    return env
+
+
+def test_docker_compose_config_validates() -> None:
+    dc = require_tool("docker-compose")
+    # --env-file: the example, not a developer's own .env.
+    r = _run(dc, "--env-file", ".env.example", "--profile", "demo", "--profile", "alloy",
+             "config", env=_compose_env(GRAFANA_ADMIN_PASSWORD="s3cret"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    services = yaml.safe_load(r.stdout)["services"]
+    assert set(services) == {"exporter", "fake-upstream", "prometheus", "grafana", "loki",
+                             "promtail", "alloy"}
+    # 1.29 lists every service whatever the profiles; the profiles must survive validation.
+    assert services["alloy"]["profiles"] == ["alloy"]
+    assert services["fake-upstream"]["profiles"] == ["demo"]
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+
+
+def test_docker_compose_refuses_to_start_without_a_grafana_password() -> None:
+    dc = require_tool("docker-compose")
+    r = _run(dc, "--env-file", ".env.example", "config", "-q", env=_compose_env())
+    assert r.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in r.stdout + r.stderr
+
+
+def test_compose_file_fits_docker_compose_1_29(compose: dict) -> None:
+    assert not {"name", "include", "version"} & set(compose)
+    for name, svc in compose["services"].items():
+        assert "develop" not in svc, name
+        assert "start_interval" not in svc.get("healthcheck", {}), name
+
+
+def test_compose_images_pinned_and_ports_local(compose: dict) -> None:
+    for name, svc in compose["services"].items():
+        image = svc["image"]
+        repo, _, tag = image.rpartition(":")
+        if "build" in svc:  # built here from deploy/Dockerfile
+            assert image == "openai-exporter:local", name
+        else:
+            assert repo and re.search(r"\d", tag), f"{name}: {image} is not pinned to a version"
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is not loopback-only"
+    services = compose["services"]
+    assert services["promtail"]["image"].startswith("grafana/promtail:3.6.")  # last release line
+    assert services["alloy"]["profiles"] == ["alloy"]
+    assert services["fake-upstream"]["profiles"] == ["demo"]
+    assert "--storage.tsdb.retention.time=7d" in services["prometheus"]["command"]
+    assert services["exporter"]["labels"]["openai-exporter.logs"] == "json"
+
+
+# -- Dockerfile -------------------------------------------------------------------------
+
+def test_dockerfile() -> None:
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    froms = [ln for ln in lines if ln.startswith("FROM ")]
+    assert len(froms) >= 2 and all("python:3.12-slim" in f for f in froms), froms
+    assert "pip install ." in text
+    users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, users
+    assert "EXPOSE 9188" in lines
+    health = text[text.index("HEALTHCHECK"):]
+    assert "urllib" in health and "http://127.0.0.1:9188/healthz" in health
+    assert 'ENTRYPOINT ["openai-exporter"]' in lines
+
+
+# -- Loki, Promtail, Alloy --------------------------------------------------------------
+
+def test_loki_keeps_seven_days() -> None:
+    cfg = _yaml(ROOT / "loki" / "loki.yml")
+    assert cfg["limits_config"]["retention_period"] == "7d"
+    assert cfg["compactor"]["retention_enabled"] is True
+    assert cfg["compactor"]["delete_request_store"] == "filesystem"
+    schema = cfg["schema_config"]["configs"][-1]
+    assert schema["store"] == "tsdb" and schema["index"]["period"] == "24h"
+
+
+def test_promtail_ships_exporter_json_with_bounded_labels() -> None:
+    cfg = _yaml(ROOT / "promtail" / "promtail.yml")
+    (job,) = cfg["scrape_configs"]
+    (sd,) = job["docker_sd_configs"]
+    assert sd["filters"] == [{"name": "label", "values": ["openai-exporter.logs=json"]}]
+    stages = {k: v for stage in job["pipeline_stages"] for k, v in stage.items()}
+    assert set(stages["json"]["expressions"]) == LOKI_LABELS
+    assert set(stages["labels"]) == LOKI_LABELS
+    relabeled = {r["target_label"] for r in job["relabel_configs"]}
+    assert relabeled == {"job", "container", "stream"}
+
+
+def test_alloy_matches_promtail() -> None:
+    text = (ROOT / "alloy" / "config.alloy").read_text()
+    assert 'values = ["openai-exporter.logs=json"]' in text
+    assert 'labels        = {job = "openai-exporter"}' in text
+    block = text[text.index("stage.labels"):]
+    block = block[:block.index("}\n\n")]
+    assert set(re.findall(r"^\s*(\w+)\s*=", block, re.M)) - {"values"} == LOKI_LABELS
+
+
+# -- Kubernetes -------------------------------------------------------------------------
+
+def test_kubernetes_manifests_fit_together() -> None:
+    deploy = _yaml(K8S / "deployment.yaml")
+    service = _yaml(K8S / "service.yaml")
+    monitor = _yaml(K8S / "servicemonitor.yaml")
+    secret = _yaml(K8S / "secret.example.yaml")
+    pod = deploy["spec"]["template"]
+    assert deploy["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    # The Service name is the scrape job, which OpenAIExporterDown selects.
+    assert service["metadata"]["name"] == "openai-exporter"
+    assert 'job="openai-exporter"' in ALERTS.read_text()
+    (container,) = pod["spec"]["containers"]
+    port_names = {p["name"] for p in container["ports"]}
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert service["spec"]["ports"][0]["targetPort"] in port_names
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    key_ref = container["env"][0]["valueFrom"]["secretKeyRef"]
+    assert key_ref["name"] == secret["metadata"]["name"] and key_ref["key"] in secret["stringData"]
+    assert deploy["spec"]["replicas"] == 1
