@@ -21,7 +21,7 @@ import requests  # noqa: E402
 
 from exporter.fake_upstream import FakeUpstream  # noqa: E402
 from exporter.prober import Prober  # noqa: E402
-from exporter.settings import TargetSettings  # noqa: E402
+from exporter.settings import TargetSettings, shipped_prices  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -40,7 +40,7 @@ def main() -> None:
         target = TargetSettings(name="bench", provider="openai", base_url=fake.base_url,
                                 api_key="sk-bench", models={"chat": "gpt-4o-mini"},
                                 probes=("chat", "models"))
-        prober = Prober(target, timeout_seconds=10)
+        prober = Prober(target, timeout_seconds=10, prices=shipped_prices())
         session = requests.Session()
         print(f"n={args.n} per row, injected delay {args.delay_ms:g} ms; overhead in ms")
         print(f"{'endpoint':10} {'path':8} {'median':>8} {'p95':>8}")

@@ -32,6 +32,15 @@ def _int(value: Json, name: str) -> int:
     return value
 
 
+def _usage(usage: Json, input_key: str, output_key: str) -> Usage:
+    _require(usage, input_key, output_key, "total_tokens")
+    return (
+        _int(usage[input_key], f"usage.{input_key}"),
+        _int(usage[output_key], f"usage.{output_key}"),
+        _int(usage["total_tokens"], "usage.total_tokens"),
+    )
+
+
 def _check_list(body: Json) -> Usage:
     _require(body, "object", "data")
     if not isinstance(body["data"], list):
@@ -43,13 +52,7 @@ def _check_chat(body: Json) -> Usage:
     _require(body, "id", "choices", "usage")
     if not isinstance(body["choices"], list) or not body["choices"]:
         raise ShapeError("choices is empty")
-    usage = body["usage"]
-    _require(usage, "prompt_tokens", "completion_tokens", "total_tokens")
-    return (
-        _int(usage["prompt_tokens"], "usage.prompt_tokens"),
-        _int(usage["completion_tokens"], "usage.completion_tokens"),
-        _int(usage["total_tokens"], "usage.total_tokens"),
-    )
+    return _usage(body["usage"], "prompt_tokens", "completion_tokens")
 
 
 def _check_responses(body: Json) -> Usage:
@@ -63,13 +66,7 @@ def _check_responses(body: Json) -> Usage:
     if status != "completed" and not incomplete_ok:
         raise ResponseFailed(body)
     _require(body, "usage")
-    usage = body["usage"]
-    _require(usage, "input_tokens", "output_tokens", "total_tokens")
-    return (
-        _int(usage["input_tokens"], "usage.input_tokens"),
-        _int(usage["output_tokens"], "usage.output_tokens"),
-        _int(usage["total_tokens"], "usage.total_tokens"),
-    )
+    return _usage(body["usage"], "input_tokens", "output_tokens")
 
 
 class ResponseFailed(Exception):
@@ -104,12 +101,7 @@ def _check_images(body: Json) -> Usage:
     usage = body.get("usage")
     if not usage:
         return (0, 0, 0)  # dall-e models return no usage
-    _require(usage, "input_tokens", "output_tokens", "total_tokens")
-    return (
-        _int(usage["input_tokens"], "usage.input_tokens"),
-        _int(usage["output_tokens"], "usage.output_tokens"),
-        _int(usage["total_tokens"], "usage.total_tokens"),
-    )
+    return _usage(usage, "input_tokens", "output_tokens")
 
 
 @dataclass(frozen=True)

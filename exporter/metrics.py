@@ -46,33 +46,18 @@ class ExporterMetrics:
             "openai_cost_usd",
             "Estimated spend of the probes in USD, from the configured price table"
             + _FROM_PROBES, ["target", "region", "endpoint", "model"], registry=r)
-        rl_labels = ["target", "region", "model"]
-        self.rate_limit = {
-            ("requests", "limit"): Gauge(
-                "openai_rate_limit_requests_limit",
-                "x-ratelimit-limit-requests seen on the last probe that sent it" + _FROM_PROBES,
-                rl_labels, registry=r),
-            ("requests", "remaining"): Gauge(
-                "openai_rate_limit_requests_remaining",
-                "x-ratelimit-remaining-requests seen on the last probe that sent it"
-                + _FROM_PROBES, rl_labels, registry=r),
-            ("requests", "reset"): Gauge(
-                "openai_rate_limit_requests_reset_seconds",
-                "Seconds until the request limit is back to full (x-ratelimit-reset-requests)"
-                + _FROM_PROBES, rl_labels, registry=r),
-            ("tokens", "limit"): Gauge(
-                "openai_rate_limit_tokens_limit",
-                "x-ratelimit-limit-tokens seen on the last probe that sent it" + _FROM_PROBES,
-                rl_labels, registry=r),
-            ("tokens", "remaining"): Gauge(
-                "openai_rate_limit_tokens_remaining",
-                "x-ratelimit-remaining-tokens seen on the last probe that sent it"
-                + _FROM_PROBES, rl_labels, registry=r),
-            ("tokens", "reset"): Gauge(
-                "openai_rate_limit_tokens_reset_seconds",
-                "Seconds until the token limit is back to full (x-ratelimit-reset-tokens)"
-                + _FROM_PROBES, rl_labels, registry=r),
-        }
+        self.rate_limit: dict[tuple[str, str], Gauge] = {}
+        for kind in ("requests", "tokens"):
+            for field, suffix, help_text in (
+                ("limit", "limit", f"x-ratelimit-limit-{kind} seen on the last probe that sent it"),
+                ("remaining", "remaining",
+                 f"x-ratelimit-remaining-{kind} seen on the last probe that sent it"),
+                ("reset", "reset_seconds", f"Seconds until the {kind} limit is back to full "
+                                           f"(x-ratelimit-reset-{kind})"),
+            ):
+                self.rate_limit[(kind, field)] = Gauge(
+                    f"openai_rate_limit_{kind}_{suffix}", help_text + _FROM_PROBES,
+                    ["target", "region", "model"], registry=r)
         self.success = Gauge(
             "openai_probe_success", "1 if the last probe of this endpoint succeeded, else 0"
             + _FROM_PROBES, ["target", "region", "endpoint", "model"], registry=r)
