@@ -154,3 +154,32 @@ def metric_names(expr: str) -> set[str]:
             continue
         names.add(word)
     return names
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.S | re.M)
+
+
+def doc_queries(lang: str = "promql", paths: list[Path] = DOCS) -> list[Query]:
+    """Expressions in ```promql (or ```logql) blocks of the README and docs/.
+
+    Inside a block, `#` lines are comments and name the next expression; an expression
+    runs until the next comment or blank line, so multi-line expressions work.
+    """
+    out: list[Query] = []
+    for path in paths:
+        for m in _FENCE.finditer(path.read_text()):
+            if m.group(1) != lang:
+                continue
+            title, lines = "", []
+            for line in m.group(2).splitlines() + [""]:
+                if line.strip() and not line.lstrip().startswith("#"):
+                    lines.append(line)
+                    continue
+                if lines:
+                    out.append(Query("doc", title, "\n".join(lines),
+                                     "loki" if lang == "logql" else "prometheus", path.name))
+                    lines = []
+                if line.lstrip().startswith("#"):
+                    title = line.lstrip("# ").strip()
+    return out

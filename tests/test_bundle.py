@@ -353,3 +353,50 @@ def test_kubernetes_manifests_fit_together() -> None:
     key_ref = container["env"][0]["valueFrom"]["secretKeyRef"]
     assert key_ref["name"] == secret["metadata"]["name"] and key_ref["key"] in secret["stringData"]
     assert deploy["spec"]["replicas"] == 1
+
+
+# -- Queries in the README and docs/ ----------------------------------------------------
+
+_STREAM = re.compile(r"^\s*(?:\w+\s*(?:by\s*\([^)]*\)\s*)?\(\s*)*(?:\w+\s*\(\s*)*\{([^}]*)\}")
+_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+_FIELD = re.compile(r"\{\{\s*\.(\w+)\s*\}\}|\|\s*(\w+)\s*(?:[<>]=?|==?|!=|=~)")
+
+
+def test_doc_promql_reads_contract_or_recorded_metrics() -> None:
+    """Every ```promql example names series the exporter or the rules produce."""
+    queries = promql.doc_queries("promql")
+    assert len(queries) >= 4 and any(q.source == "README.md" for q in queries)
+    known = CONTRACT | promql.recorded_names()
+    for q in queries:
+        unknown = promql.metric_names(q.expr) - known
+        assert not unknown, f"{q.describe()}: unknown metric(s) {sorted(unknown)}"
+
+
+def test_doc_logql_uses_shipped_labels_and_logged_fields() -> None:
+    """LogQL examples select only labels Promtail/Alloy attach, with values the exporter
+    logs, and read only fields of the probe line (no Loki binary here to run them)."""
+    from exporter.logs import probe_fields
+    from exporter.result import ERROR_TYPES, ProbeResult
+
+    queries = promql.doc_queries("logql") + [
+        q for q in promql.dashboard_queries(ROOT / "grafana" / "dashboards" / "openai-api.json")
+        if q.datasource == "loki" and q.where == "panel"]
+    assert any(q.source == "README.md" for q in queries)
+    stream_labels = LOKI_LABELS | {"job", "container", "stream"}
+    values = {"job": {"openai-exporter"}, "status": {"success", "error"},
+              "error_type": set(ERROR_TYPES), "level": {"INFO", "WARNING", "ERROR"}}
+    fields = set(probe_fields(ProbeResult("t", "r", "chat", "m", 0.0, 0.1, True)))
+    for q in queries:
+        expr = promql.substitute(q.expr)
+        m = _STREAM.match(expr)
+        assert m, f"no stream selector: {q.describe()}"
+        for label, op, value in _MATCHER.findall(m.group(1)):
+            assert label in stream_labels, f"{label} is not a Loki label: {q.describe()}"
+            if op == "=" and label in values:
+                assert value in values[label], q.describe()
+            if op == "=~" and label in values and ".*" not in value and ".+" not in value:
+                assert set(value.split("|")) <= values[label], q.describe()
+        for a, b in _FIELD.findall(expr[m.end():]):
+            name = a or b
+            if name not in {"json", "logfmt", "line_format", "label_format", "unwrap"}:
+                assert name in fields, f"{name} is not a field of the probe line: {q.describe()}"

@@ -1,9 +1,10 @@
-"""Truth test: every query the bundle ships returns data from a real Prometheus.
+"""Truth test: every query the bundle and the docs ship returns data from a real Prometheus.
 
 A real `prometheus` (Debian package) scrapes the real exporter, which probes the fake
 upstream in chaos mode (latency, failures of every kind, rate-limit headers), with the
 repository's recording and alerting rules loaded. Then every expression of the
-dashboard (panel targets and variable queries), every recording rule and every
+dashboard (panel targets and variable queries), every ```promql example in README.md
+and docs/, every recording rule and every
 recorded series must come back non-empty, and every alert expression must at least
 evaluate. An empty answer is what a user sees as "No data".
 
@@ -177,7 +178,8 @@ scrape_configs:
 
 def _prometheus_queries() -> list[promql.Query]:
     qs = [q for q in promql.dashboard_queries(DASHBOARD) if q.datasource == "prometheus"]
-    return qs + promql.rule_queries()
+    # The ```promql examples of README.md and docs/ too: a user pastes those.
+    return qs + promql.rule_queries() + promql.doc_queries("promql")
 
 
 
