@@ -61,7 +61,9 @@ def run(settings: Settings, stop: threading.Event) -> int:
         if fake:
             fake.stop()
         return 1
-    log.info("listening on http://%s:%d/metrics", settings.listen_host, httpd.server_port)
+    host = settings.listen_host
+    log.info("listening on http://%s:%d (page /, /metrics, /status, /traces)",
+             f"[{host}]" if ":" in host else host, httpd.server_port)
     loop.start()
     stop.wait()
     log.info("stopping")
