@@ -832,15 +832,14 @@ class FakeUpstream:
         self._limiter.take(key, uses_tokens=False)  # the API saw it: it counts
         model = _model_of(req)
         status, body = {
-            "bad_request": (400, _error(
-                "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
-                "'max_completion_tokens' instead.", "invalid_request_error", "max_tokens",
-                "unsupported_parameter")),
+            "bad_request": (400, _bad_request_body(req.endpoint)),
             "forbidden": (403, _error("Country, region, or territory not supported",
                                       "request_forbidden", None,
                                       "unsupported_country_region_territory")),
             "not_found": (404, _error(_not_found_message(model), "invalid_request_error",
-                                      None, "model_not_found")),
+                                      None, "model_not_found") if req.endpoint in _MODEL_ENDPOINTS
+                          else _error(f"Invalid URL ({req.method} {req.path})",
+                                      "invalid_request_error")),
             "quota": (429, _error(_QUOTA_MESSAGE, "insufficient_quota", None,
                                   "insufficient_quota")),
             "quota_legacy": (429, _error(_QUOTA_MESSAGE, "insufficient_quota", None, None)),
@@ -923,6 +922,25 @@ def _route(method: str, path: str, query: dict[str, str], headers: dict[str, str
                     endpoint in ("models", "files", "fine_tunes", "batches", "responses"):
                 return _Request(method, path, query, headers, raw, endpoint, azure=True)
     return None
+
+
+# Endpoints whose request names a model: an injected 404 is model_not_found there and an
+# unknown-route 404 ("Invalid URL", code null) elsewhere, as the real API answers.
+_MODEL_ENDPOINTS = frozenset({"chat", "responses", "embeddings", "moderations", "images"})
+
+
+def _bad_request_body(endpoint: str) -> Json:
+    """An injected 400 that makes sense for the endpoint (the demo shows these messages)."""
+    if endpoint in ("chat", "responses"):
+        return _error("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                      "Use 'max_completion_tokens' instead.", "invalid_request_error",
+                      "max_tokens", "unsupported_parameter")
+    if endpoint in _MODEL_ENDPOINTS:
+        return _error("Unrecognized request argument supplied: dimensions_hint",
+                      "invalid_request_error")
+    return _error("Invalid value for 'limit': integer above maximum value. Expected a value "
+                  "<= 100, but got 1000 instead.", "invalid_request_error", "limit",
+                  "integer_above_max_value")
 
 
 def _model_of(req: _Request) -> str:

@@ -739,3 +739,22 @@ def test_cli_rejects_bad_flags(args: list[str]) -> None:
                           capture_output=True, text=True, timeout=10)
     assert proc.returncode == 2
     assert "usage:" in proc.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "embeddings", "moderations", "models", "files",
+                                      "fine_tunes", "batches"])
+def test_injected_client_errors_fit_the_endpoint(fake: FakeUpstream, endpoint: str) -> None:
+    """The demo shows these messages: no "max_tokens" on /embeddings, no model on /batches."""
+    names_a_model = CATALOGUE[endpoint].model_kind is not None
+    fake.set_fault(endpoint, "bad_request")
+    err = error_of(call(fake, endpoint))
+    assert ("max_tokens" in err["message"]) == (endpoint == "chat"), err
+    fake.set_fault(endpoint, "not_found")
+    resp = call(fake, endpoint)
+    assert resp.status_code == 404
+    err = error_of(resp)
+    if names_a_model:
+        assert err["code"] == "model_not_found" and "The model `" in err["message"]
+    else:
+        path = ENDPOINTS[endpoint][1]
+        assert (err["code"], err["message"]) == (None, f"Invalid URL ({ENDPOINTS[endpoint][0]} {path})")
