@@ -36,6 +36,9 @@ def _start_demo(settings: Settings):
 
 
 def run(settings: Settings, stop: threading.Event) -> int:
+    """Serve until `stop` is set. Raises ConfigError, before starting anything, when the
+    history store cannot be opened (DB_FILE not a history database, its directory missing)."""
+    history = open_history(settings)
     fake = None
     if settings.demo:
         fake, settings = _start_demo(settings)
@@ -47,7 +50,6 @@ def run(settings: Settings, stop: threading.Event) -> int:
 
     metrics = ExporterMetrics()
     metrics.configure(settings)
-    history = open_history(settings)
     probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=settings.prices)
                for t in settings.targets]
     loop = ProbeLoop(settings, probers, [metrics.observe, history.add, logs.log_probe])
@@ -75,12 +77,16 @@ def run(settings: Settings, stop: threading.Event) -> int:
     return 0
 
 
+def _exit_config_error(exc: ConfigError) -> None:
+    print(f"openai-exporter: error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = load(argv)
     except ConfigError as exc:
-        print(f"openai-exporter: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _exit_config_error(exc)
     if settings.config_check:
         print(f"openai-exporter: configuration OK ({len(settings.targets)} target(s))")
         sys.exit(0)
@@ -93,7 +99,10 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    code = run(settings, stop)
+    try:
+        code = run(settings, stop)
+    except ConfigError as exc:
+        _exit_config_error(exc)
     logging.shutdown()
     sys.stdout.flush()
     # A probe may still be blocked on a hanging upstream in a pool thread; those threads

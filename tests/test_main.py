@@ -88,6 +88,8 @@ class Daemon:
     ((), {"OPENAI_API_KEY": "sk-x", "LISTEN_ADDRESS": "nowhere:99999"}, "LISTEN_ADDRESS"),
     (("--config.file", "/nonexistent/x.yaml"), {"OPENAI_API_KEY": "sk-x"}, "x.yaml"),
     ((), {"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}, "OPENAI_API_KEY"),
+    ((), {"OPENAI_API_KEY": "sk-x", "ENABLE_DB": "1", "DB_FILE": "/nonexistent/dir/h.db"},
+     "DB_FILE=/nonexistent/dir/h.db"),
 ])
 def test_bad_config_exits_2_with_one_line(args, env, needle):
     proc = subprocess.run([sys.executable, "-m", "exporter", *args], cwd=ROOT,
@@ -97,6 +99,20 @@ def test_bad_config_exits_2_with_one_line(args, env, needle):
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and needle in err, err
     assert "sk-x" not in err
+
+
+def test_db_file_that_is_not_a_history_database_exits_2_with_one_line(tmp_path):
+    not_a_db = tmp_path / "notes.db"
+    text = "these are notes, not an SQLite database\n" * 10
+    not_a_db.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "exporter"], cwd=ROOT, timeout=30,
+                          env=clean_env(OPENAI_API_KEY="sk-x", ENABLE_DB="1",
+                                        DB_FILE=str(not_a_db)), capture_output=True)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and f"DB_FILE={not_a_db}" in err, err
+    assert not_a_db.read_text() == text  # left as it was
 
 
 def test_config_check_exits_0():
