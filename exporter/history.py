@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
+from .metrics import BUCKETS
 from .result import ERROR_TYPES, STATUS_ERROR, STATUS_SUCCESS, ProbeResult
 from .settings import ConfigError, Settings
 from .sketch import LatencySketch, SketchSum
@@ -53,10 +54,9 @@ log = logging.getLogger("exporter.history")
 MAX_WINDOW_MINUTES = 1440
 MAX_TRACE_LIMIT = 1000
 QUANTILES = (0.5, 0.95, 0.99)
-# The histogram buckets of openai_request_duration_seconds (DESIGN.md), so the page and
-# Grafana show the same shape.
-HISTOGRAM_BOUNDS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 20, 30,
-                    60)
+# The histogram buckets of openai_request_duration_seconds, so the page and Grafana show
+# the same shape.
+HISTOGRAM_BOUNDS = BUCKETS
 # Aggregates are kept per minute and per COARSE minutes. 15: a 24 h window is 96 coarse
 # buckets plus at most 28 edge minutes, ~12x fewer merges than 1440 minutes, and the
 # chart's 24 h step (15 min) is a whole number of coarse buckets.
