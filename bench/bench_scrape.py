@@ -40,8 +40,7 @@ def build() -> ExporterMetrics:
     metrics.configure(Settings(targets=targets))
     for t in targets:
         for endpoint in t.probes:
-            kind = CATALOGUE[endpoint].model_kind
-            model = MODELS[kind] if kind else ""
+            model = t.model_for(endpoint)
             for ok in (True, False):
                 metrics.observe(ProbeResult(
                     target=t.name, region=t.region, endpoint=endpoint, model=model,

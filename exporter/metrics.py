@@ -84,15 +84,13 @@ class ExporterMetrics:
         self.interval.set(settings.interval_seconds)
         for t in settings.targets:
             for endpoint in t.probes:
-                probe = CATALOGUE[endpoint]
-                model = t.models.get(probe.model_kind, "") if probe.model_kind else ""
-                base = (t.name, t.region, endpoint, model)
+                base = (t.name, t.region, endpoint, t.model_for(endpoint))
                 self.requests.labels(*base, "success", "none")
                 for error_type in ERROR_TYPES[1:]:
                     self.requests.labels(*base, "error", error_type)
                 for status in ("success", "error"):
                     self.duration.labels(*base, status)
-                if probe.model_kind:
+                if CATALOGUE[endpoint].model_kind:
                     for token_type in ("input", "output", "total"):
                         self.tokens.labels(*base, token_type)
                     self.cost.labels(*base)

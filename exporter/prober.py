@@ -149,16 +149,14 @@ class Prober:
 
     # -- request building ---------------------------------------------------------
 
-    def model_for(self, probe: Probe) -> str:
-        return self.target.models.get(probe.model_kind, "") if probe.model_kind else ""
-
     def url_for(self, probe: Probe) -> tuple[str, dict[str, str]]:
         base = self.target.base_url.rstrip("/")
         params = dict(probe.params)
         if self.target.provider == "azure":
             params["api-version"] = self.target.api_version
             if probe.azure_deployment:
-                return f"{base}/openai/deployments/{self.model_for(probe)}{probe.path}", params
+                deployment = self.target.model_for(probe.name)
+                return f"{base}/openai/deployments/{deployment}{probe.path}", params
             return f"{base}/openai{probe.path}", params
         return base + probe.path, params
 
@@ -213,7 +211,7 @@ class Prober:
     def run(self, endpoint: str) -> ProbeResult:
         """Probe `endpoint` once. Never raises for anything the network or upstream does."""
         probe = CATALOGUE[endpoint]
-        model = self.model_for(probe)
+        model = self.target.model_for(endpoint)
         url, params = self.url_for(probe)
         body = json.dumps(probe.body(model)).encode() if probe.body else None
         headers = self.headers_for(probe)

@@ -54,6 +54,12 @@ class TargetSettings:
     project_id: str = ""
     api_version: str = ""  # azure only
 
+    def model_for(self, endpoint: str) -> str:
+        """The model (azure: deployment) a probe of `endpoint` names; "" for probes that
+        take no model (models, files, ...)."""
+        kind = CATALOGUE[endpoint].model_kind
+        return self.models.get(kind, "") if kind else ""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -940,8 +946,7 @@ def redacted(settings: Settings) -> dict[str, Any]:
         entry = plain(t)
         entry["headers"] = {name: MASK for name in t.headers}
         targets.append(entry)
-        used.update(t.models[CATALOGUE[p].model_kind] for p in t.probes
-                    if CATALOGUE[p].model_kind in t.models)
+        used.update(filter(None, map(t.model_for, t.probes)))
     config["targets"] = targets
     config["prices"] = {m: (dict(settings.prices[m]) if m in settings.prices else None)
                         for m in sorted(used)}
