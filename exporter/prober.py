@@ -231,26 +231,23 @@ class Prober:
             status, resp_headers = resp.status_code, resp.headers
             raw = self._read_body(resp, t0)
         except (requests.Timeout, _Deadline) as exc:
-            return self._failure(probe, model, started_at, t0, "timeout",
-                                 f"timed out after {self.timeout:g}s ({type(exc).__name__})",
-                                 status, resp_headers, len(raw))
+            return self._result(
+                probe, model, started_at, time.perf_counter() - t0, error_type="timeout",
+                http_status=status, headers=resp_headers, nbytes=len(raw),
+                message=f"timed out after {self.timeout:g}s ({type(exc).__name__})")
         except requests.RequestException as exc:
-            if _is_read_timeout(exc):
-                return self._failure(probe, model, started_at, t0, "timeout",
-                                     f"timed out after {self.timeout:g}s (body stalled)",
-                                     status, resp_headers, len(raw))
-            return self._failure(probe, model, started_at, t0, "network",
-                                 _network_message(exc), status, resp_headers, len(raw))
+            return self._result(
+                probe, model, started_at, time.perf_counter() - t0, error_type="network",
+                http_status=status, headers=resp_headers, nbytes=len(raw),
+                message=_network_message(exc))
         duration = time.perf_counter() - t0
-        request_id = _bounded_id(resp_headers.get("x-request-id", ""))
-        limits = parse_rate_limits(resp_headers)
 
         if not 200 <= status < 300:
             error = _error_object(raw)
             return self._result(
                 probe, model, started_at, duration, error_type=classify_status(status, error),
                 http_status=status, message=_error_text(status, raw, error),
-                request_id=request_id, nbytes=len(raw), limits=limits,
+                headers=resp_headers, nbytes=len(raw),
             )
 
         error_type, message, usage = "none", "", (0, 0, 0)
@@ -269,7 +266,7 @@ class Prober:
                 error_type, message = "invalid_response", f"HTTP {status}: {_short(exc)}"
         return self._result(
             probe, model, started_at, duration, error_type=error_type, http_status=status,
-            message=message, request_id=request_id, nbytes=len(raw), limits=limits, usage=usage,
+            message=message, headers=resp_headers, nbytes=len(raw), usage=usage,
         )
 
     def _read_body(self, resp: requests.Response, t0: float) -> bytes:
@@ -281,7 +278,7 @@ class Prober:
             while True:
                 try:
                     chunk = resp.raw.read1(16 * 1024, decode_content=True)
-                except urllib3.exceptions.ReadTimeoutError as exc:
+                except urllib3.exceptions.ReadTimeoutError as exc:  # a stalled body: timeout
                     raise requests.ReadTimeout(exc) from exc
                 except (urllib3.exceptions.HTTPError, OSError) as exc:
                     raise requests.ConnectionError(exc) from exc
@@ -297,20 +294,12 @@ class Prober:
             resp.close()
         return b"".join(chunks)
 
-    def _failure(self, probe: Probe, model: str, started_at: float, t0: float, error_type: str,
-                 message: str, status: int | None, headers: Mapping[str, str],
-                 nbytes: int) -> ProbeResult:
-        return self._result(
-            probe, model, started_at, time.perf_counter() - t0, error_type=error_type,
-            http_status=status, message=message,
-            request_id=_bounded_id(headers.get("x-request-id", "")), nbytes=nbytes,
-            limits=parse_rate_limits(headers),
-        )
-
     def _result(self, probe: Probe, model: str, started_at: float, duration: float, *,
-                error_type: str, http_status: int | None, message: str, request_id: str,
-                nbytes: int, limits: RateLimits,
+                error_type: str, http_status: int | None, message: str,
+                headers: Mapping[str, str], nbytes: int,
                 usage: tuple[int, int, int] = (0, 0, 0)) -> ProbeResult:
+        """The ProbeResult of one run; request id and rate limits come from `headers`
+        (empty when no response arrived)."""
         input_tokens, output_tokens, total_tokens = usage
         return ProbeResult(
             target=self.target.name,
@@ -323,24 +312,18 @@ class Prober:
             error_type=error_type,
             http_status=http_status,
             error_message=redact(message, self._secrets)[:MAX_MESSAGE_CHARS],
-            request_id=request_id,
+            request_id=_bounded_id(headers.get("x-request-id", "")),
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             total_tokens=total_tokens,
             response_bytes=nbytes,
             cost_usd=self.cost(model, input_tokens, output_tokens),
-            rate_limits=limits,
+            rate_limits=parse_rate_limits(headers),
         )
 
 
 def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-
-
-def _is_read_timeout(exc: BaseException) -> bool:
-    """A stall while streaming the body surfaces as requests.ConnectionError wrapping
-    urllib3's ReadTimeoutError, not as requests.Timeout."""
-    return any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
 
 
 def _network_message(exc: requests.RequestException) -> str:
