@@ -286,7 +286,8 @@ def plan(first: int, last: int, step: int = COARSE) -> list[Span]:
 
 
 class _Group:
-    """A (target, endpoint) over a window: its bucket aggregates added up."""
+    """A (target, endpoint) over a window: its bucket aggregates added up. The overall
+    block is a _Group too, with the endpoints' groups merged in."""
 
     __slots__ = ("region", "models", "count", "successes", "errors", "input_tokens",
                  "output_tokens", "total_tokens", "response_bytes", "cost_usd", "sketch",
@@ -305,7 +306,8 @@ class _Group:
         # step index -> [count, successes, SketchSum, replaced by the step's p95 at the end]
         self.steps: dict[int, list] = {}
 
-    def merge(self, agg: BucketAgg) -> None:
+    def merge(self, agg: BucketAgg | _Group) -> None:
+        """Add the figures of a bucket aggregate or another group (not the sketch)."""
         self.count += agg.count
         self.successes += agg.successes
         if agg.errors:
@@ -322,6 +324,23 @@ class _Group:
         if agg.last_failure is not None and (
                 self.last_failure is None or agg.last_failure[0] >= self.last_failure[0]):
             self.last_failure = agg.last_failure
+
+    def figures(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The figures /status shows for an endpoint and overall: (counts and percentiles,
+        errors, tokens, bytes and cost), to put around the block's own keys."""
+        p50, p95, p99 = self.sketch.quantiles(QUANTILES)
+        return {
+            "count": self.count, "successes": self.successes,
+            "errors": self.count - self.successes,
+            "success_rate": _ratio(self.successes, self.count),
+            "p50_ms": _ms(p50), "p95_ms": _ms(p95), "p99_ms": _ms(p99),
+        }, {
+            "errors_by_type": dict(sorted(self.errors.items())),
+            "tokens": {"input": self.input_tokens, "output": self.output_tokens,
+                       "total": self.total_tokens},
+            "response_bytes": self.response_bytes,
+            "cost_usd": round(self.cost_usd, 8),
+        }
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -452,15 +471,13 @@ class History(ABC):
     def _row(target: str, endpoint: str, g: _Group, first: int, step: int,
              n_steps: int) -> dict[str, Any]:
         """One endpoint's figures; with n_steps > 0 also its chart series."""
-        p50, p95, p99 = g.sketch.quantiles(QUANTILES)
+        head, tail = g.figures()
         last = g.last
         fail = g.last_failure
         row: dict[str, Any] = {
             "target": target, "endpoint": endpoint, "region": g.region,
             "models": sorted(g.models),
-            "count": g.count, "successes": g.successes, "errors": g.count - g.successes,
-            "success_rate": _ratio(g.successes, g.count),
-            "p50_ms": _ms(p50), "p95_ms": _ms(p95), "p99_ms": _ms(p99),
+            **head,
             "mean_ms": _ms(g.sketch.sum / g.sketch.count) if g.sketch.count else None,
             "max_ms": _ms(g.sketch.max) if g.sketch.count else None,
             "last_status": None if last is None else (STATUS_SUCCESS if last[1] else STATUS_ERROR),
@@ -471,11 +488,7 @@ class History(ABC):
             "last_failure": None if fail is None else {
                 "at": rfc3339(fail[0]), "error_type": fail[1], "http_status": fail[2],
                 "message": fail[3]},
-            "errors_by_type": dict(sorted(g.errors.items())),
-            "tokens": {"input": g.input_tokens, "output": g.output_tokens,
-                       "total": g.total_tokens},
-            "response_bytes": g.response_bytes,
-            "cost_usd": round(g.cost_usd, 8),
+            **tail,
         }
         if n_steps:
             points: list[list[Any]] = []
@@ -494,37 +507,20 @@ class History(ABC):
 
     @staticmethod
     def _overall(groups: Iterable[_Group]) -> dict[str, Any]:
-        count = successes = inp = out = tot = nbytes = 0
-        cost = 0.0
-        errors: dict[str, int] = {}
-        sketch = SketchSum()
+        total = _Group()
         n = failing = 0
-        last_ts: float | None = None
         for g in groups:
             n += 1
-            count += g.count
-            successes += g.successes
-            inp += g.input_tokens
-            out += g.output_tokens
-            tot += g.total_tokens
-            nbytes += g.response_bytes
-            cost += g.cost_usd
-            for k, v in g.errors.items():
-                errors[k] = errors.get(k, 0) + v
-            sketch.add(g.sketch)
-            if g.last is not None:
-                failing += 0 if g.last[1] else 1
-                last_ts = g.last[0] if last_ts is None else max(last_ts, g.last[0])
-        p50, p95, p99 = sketch.quantiles(QUANTILES)
+            total.merge(g)
+            total.sketch.add(g.sketch)
+            if g.last is not None and not g.last[1]:
+                failing += 1
+        head, tail = total.figures()
         return {
-            "count": count, "successes": successes, "errors": count - successes,
-            "success_rate": _ratio(successes, count),
-            "p50_ms": _ms(p50), "p95_ms": _ms(p95), "p99_ms": _ms(p99),
+            **head,
             "endpoints": n, "failing_endpoints": failing,
-            "last_at": None if last_ts is None else rfc3339(last_ts),
-            "errors_by_type": dict(sorted(errors.items())),
-            "tokens": {"input": inp, "output": out, "total": tot},
-            "response_bytes": nbytes, "cost_usd": round(cost, 8),
+            "last_at": None if total.last is None else rfc3339(total.last[0]),
+            **tail,
         }
 
     def latency_histogram(self, endpoint: str | None, window_minutes: int,
