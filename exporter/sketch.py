@@ -32,7 +32,7 @@ import sys
 from array import array
 from bisect import bisect_left
 from itertools import accumulate
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 # 0.5 %: half the 1 % the issue asks for, so float rounding at bucket edges never
 # pushes an answer over the bound. The cost is ~2x more buckets: a few dozen to a few
@@ -90,6 +90,29 @@ def _gamma(alpha: float) -> tuple[float, float]:
 
 def _value_of(gamma: float, key: int) -> float:
     return 2.0 * gamma ** key / (gamma + 1.0)
+
+
+def _quantiles(qs: tuple[float, ...], gamma: float, count: int, zero_count: int,
+               vmin: float, vmax: float, keys: Any, counts: Iterable[int]
+               ) -> list[float | None]:
+    """Nearest-rank quantiles of a sketch given as its non-zero bucket `keys` (ascending,
+    a list or a range) and their `counts`; shared by LatencySketch and SketchSum."""
+    for q in qs:
+        if not 0.0 <= q <= 1.0:
+            raise ValueError("q must be in [0, 1]")
+    if count == 0:
+        return [None] * len(qs)
+    cum = list(accumulate(counts))
+    out: list[float | None] = []
+    for q in qs:
+        rank = nearest_rank(q, count)
+        if rank <= zero_count:
+            out.append(max(vmin, 0.0))
+            continue
+        i = min(bisect_left(cum, rank - zero_count), len(cum) - 1)
+        # Clamping to the exact extremes can only move the answer closer.
+        out.append(min(max(_value_of(gamma, keys[i]), vmin), vmax))
+    return out
 
 
 class LatencySketch:
@@ -155,11 +178,6 @@ class LatencySketch:
         if other.max > self.max:
             self.max = other.max
 
-    def copy(self) -> LatencySketch:
-        s = LatencySketch(self.alpha)
-        s.merge(self)
-        return s
-
     # -- reading ------------------------------------------------------------------------
     def value_of(self, key: int) -> float:
         """Representative value of bucket `key`: within alpha of everything in it."""
@@ -171,21 +189,9 @@ class LatencySketch:
 
     def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
         """Several quantiles in one pass over the sorted buckets."""
-        for q in qs:
-            if not 0.0 <= q <= 1.0:
-                raise ValueError("q must be in [0, 1]")
-        if self.count == 0:
-            return [None] * len(qs)
         keys = sorted(self.buckets)
-        cum = list(accumulate(self.buckets[k] for k in keys))
-        return [self._answer(nearest_rank(q, self.count), keys, cum) for q in qs]
-
-    def _answer(self, rank: int, keys: list[int], cum: list[int]) -> float:
-        if rank <= self.zero_count:
-            return max(self.min, 0.0)
-        i = min(bisect_left(cum, rank - self.zero_count), len(keys) - 1)
-        # Clamping to the exact extremes can only move the answer closer.
-        return min(max(self.value_of(keys[i]), self.min), self.max)
+        return _quantiles(qs, self._gamma, self.count, self.zero_count, self.min, self.max,
+                          keys, (self.buckets[k] for k in keys))
 
     def count_le(self, bounds: tuple[float, ...]) -> list[int]:
         """Counts per histogram bucket (previous bound, bound], plus a last +Inf bucket.
@@ -370,18 +376,8 @@ class SketchSum:
     def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
         """Nearest-rank quantiles, the same answers as LatencySketch.quantiles would give
         for the merged sketch."""
-        if self.count == 0:
-            return [None] * len(qs)
-        cum = list(accumulate(self._counts()))
-        out: list[float | None] = []
-        for q in qs:
-            rank = nearest_rank(q, self.count)
-            if rank <= self.zero_count:
-                out.append(max(self.min, 0.0))
-                continue
-            i = min(bisect_left(cum, rank - self.zero_count), len(cum) - 1)
-            out.append(min(max(_value_of(self._gamma, self.lo + i), self.min), self.max))
-        return out
+        return _quantiles(qs, self._gamma, self.count, self.zero_count, self.min, self.max,
+                          range(self.lo, self.hi + 1), self._counts())
 
     def quantile(self, q: float) -> float | None:
         return self.quantiles((q,))[0]
