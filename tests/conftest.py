@@ -1,6 +1,10 @@
-"""Shared fixtures: a fake upstream on 127.0.0.1 and target settings pointing at it."""
+"""Shared fixtures: a fake upstream on 127.0.0.1 and target settings pointing at it;
+helpers for tests that start the exporter as a process."""
 
 from __future__ import annotations
+
+import os
+import socket
 
 import pytest
 
@@ -26,3 +30,26 @@ def make_target(base_url: str, **kw) -> TargetSettings:
                         "fine_tunes", "batches"))
     base.update(kw)
     return TargetSettings(**base)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Settings the exporter reads from the environment: a child process must not inherit
+# the developer's.
+_EXPORTER_ENV = ("OPENAI_", "PROBE_", "HTTP_TIMEOUT", "LISTEN_", "LOG_", "DEMO", "CONFIG_FILE",
+                 "ENABLE_DB", "DB_FILE", "WEB_AUTH", "HISTORY_")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """os.environ without the exporter's settings, and talking to 127.0.0.1 directly
+    whatever *_proxy says; then `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(_EXPORTER_ENV)
+           and k.lower() not in {"http_proxy", "https_proxy", "all_proxy"}}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env

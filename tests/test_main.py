@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,24 +13,10 @@ import pytest
 import requests
 
 from exporter.fake_upstream import FakeUpstream
-from tests.conftest import CANARY_KEY
+from tests.conftest import CANARY_KEY, clean_env, free_port
 from tests.tools import require_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "PROBE_", "HTTP_TIMEOUT", "LISTEN_", "LOG_", "DEMO",
-                                "CONFIG_FILE", "ENABLE_DB", "DB_FILE", "WEB_AUTH", "HISTORY_"))}
-    env.update(extra)
-    return env
 
 
 class Daemon:

@@ -14,7 +14,6 @@ Everything listens on 127.0.0.1 on free ports and is killed at the end.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import Iterator
 import pytest
 
 from tests import promql
+from tests.conftest import clean_env, free_port
 from tests.tools import require_tool
 
 ROOT = promql.ROOT
@@ -37,12 +37,6 @@ RETRY_TIMEOUT = 30.0  # extra seconds for expressions that were still empty
 
 # Talk to 127.0.0.1 directly, whatever *_proxy says.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -102,11 +96,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     prometheus = require_tool("prometheus")
     require_tool("promtool")
     tmp = tmp_path_factory.mktemp("truth")
-    upstream_port, exporter_port, prom_port = _free_port(), _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "PROBE_", "LISTEN_", "DEMO", "CONFIG_FILE"))
-           and k.lower() not in {"http_proxy", "https_proxy", "all_proxy"}}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    upstream_port, exporter_port, prom_port = free_port(), free_port(), free_port()
+    env = clean_env()
 
     procs: list[tuple[str, subprocess.Popen, Path]] = []
 
