@@ -173,36 +173,31 @@ def _number(raw: Any) -> float | None:
     return None
 
 
-def _plain_seconds(raw: Any, where: str) -> float:
-    """Environment: a plain number of seconds (the name says _SEC)."""
-    value = _number(raw)
-    if value is None or not math.isfinite(value) or value <= 0:
-        raise _bad(where, "must be a number > 0", raw)
-    return value
+def _positive(what: str, divisor: float = 1.0,
+              read: Callable[[Any], float | None] = _number) -> Callable[[Any, str], float]:
+    """A parser of finite numbers > 0, divided by `divisor` (1000: milliseconds to seconds)."""
+    def parse(raw: Any, where: str) -> float:
+        value = read(raw)
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise _bad(where, f"must be {what}", raw)
+        return value / divisor
+
+    return parse
 
 
-def _seconds(raw: Any, where: str) -> float:
-    """File and flags: seconds, or a Prometheus-style duration (30s, 1m, 1m30s, 500ms)."""
+def _number_or_duration(raw: Any) -> float | None:
     value = _number(raw)
     if value is None and isinstance(raw, str):
         value = parse_duration(raw)
-    if value is None or not math.isfinite(value) or value <= 0:
-        raise _bad(where, f"must be {_SECONDS}", raw)
     return value
 
 
-def _milliseconds(raw: Any, where: str) -> float:
-    value = _number(raw)
-    if value is None or not math.isfinite(value) or value <= 0:
-        raise _bad(where, "must be a number of milliseconds > 0", raw)
-    return value / 1000.0
-
-
-def _hours(raw: Any, where: str) -> float:
-    value = _number(raw)
-    if value is None or not math.isfinite(value) or value <= 0:
-        raise _bad(where, "must be a number of hours > 0", raw)
-    return value
+# Environment: a plain number of seconds (the name says _SEC).
+_plain_seconds = _positive("a number > 0")
+# File and flags: seconds, or a Prometheus-style duration (30s, 1m, 1m30s, 500ms).
+_seconds = _positive(_SECONDS, read=_number_or_duration)
+_milliseconds = _positive("a number of milliseconds > 0", 1000.0)
+_hours = _positive("a number of hours > 0")
 
 
 def _int_range(lo: int, hi: int | None) -> Callable[[Any, str], int]:
