@@ -1327,22 +1327,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             self.server.untrack(self.connection)
 
-    # One dispatcher for every method: routing decides what a method may do.
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
     # -- request side --------------------------------------------------------------
 
     def _read_body(self) -> bytes:
@@ -1373,6 +1357,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             log.exception("fake upstream failed on %s %s", self.command, split.path)
             plan, record = _plan_json(500, _error("fake upstream bug", "server_error")), None
         self._execute(plan, record)
+
+    # One dispatcher for every method: routing decides what a method may do.
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 
     def _control(self, path: str, raw: bytes) -> None:
         """The test/demo control API on /__fake__/ (no auth: loopback tool)."""
