@@ -31,11 +31,10 @@ from exporter.fake import (
     mask_key,
 )
 from exporter.fake.faults import FaultBook
+from tests import conftest
 
 KEY = "sk-proj-VKMIsabcdefghijklmnopwjh3"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-MODEL_FOR_KIND = {"chat": "gpt-4o-mini", "embeddings": "text-embedding-3-small",
-                  "moderation": "omni-moderation-latest", "image": "gpt-image-1-mini"}
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_ID = re.compile(r"^req_[0-9a-f]{32}$")
 RL_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-limit-tokens",
@@ -56,7 +55,7 @@ def call(fake: FakeUpstream, endpoint: str, *, body: Any = ..., headers: dict | 
     probe = CATALOGUE[endpoint]
     if body is ...:
         kind = probe.model_kind or ""
-        body = probe.body(model or MODEL_FOR_KIND[kind]) if probe.body else None
+        body = probe.body(model or conftest.MODELS[kind]) if probe.body else None
     return session.request(
         probe.method, fake.base_url + probe.path, json=body, timeout=timeout,
         params=probe.params if params is None else params,
@@ -596,6 +595,9 @@ def test_requests_are_recorded_with_secrets_redacted(fake: FakeUpstream) -> None
     assert record["method"] == "POST" and record["path"] == "/v1/responses"
     assert record["headers"]["authorization"] == "<redacted>"
     assert record["json"]["store"] is False and record["model"] == "gpt-4o-mini"
+    # One name per field: the parsed body is "json", and only that.
+    assert set(record) == {"method", "path", "query", "headers", "json", "endpoint", "model",
+                           "ts", "fault", "chaos", "status"}
     assert KEY not in repr(fake.requests)
     call(fake, "files")
     assert fake.requests[-1]["query"] == {"limit": "1"} and fake.requests[-1]["json"] is None

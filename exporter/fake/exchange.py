@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .faults import DEFAULT_TRICKLE_MS
-from .tables import JSON
+from .tables import JSON, Json
 
 if TYPE_CHECKING:
     from .routes import Route
-
-Json = Any
 
 
 @dataclass(frozen=True)

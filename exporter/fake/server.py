@@ -47,7 +47,6 @@ class FakeUpstream:
         if latency_ms < 0 or time_scale < 0:
             raise ValueError("latency_ms and time_scale must be >= 0")
         self.api_key = api_key
-        self.profile = profile
         self.latency_ms = latency_ms
         self._faults = FaultBook(ROUTED_ENDPOINTS, chaos=profile == "chaos", seed=seed,
                                  time_scale=time_scale)
@@ -90,6 +89,11 @@ class FakeUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def profile(self) -> str:
+        """"healthy" or "chaos"."""
+        return "chaos" if self._faults.chaos else "healthy"
 
     @property
     def port(self) -> int:
@@ -141,10 +145,10 @@ class FakeUpstream:
         """Recorded API requests, oldest first (control requests are not recorded).
 
         Keys: method, path, query (name -> last value), headers (lower-case names,
-        credentials replaced by "<redacted>"), json and body (both the parsed JSON body,
-        or None), endpoint (probe key or None for unknown routes), model, ts (Unix
-        seconds), and, once answered, fault (name or None), chaos (bool) and status (HTTP
-        status, None when no status line was sent).
+        credentials replaced by "<redacted>"), json (the parsed JSON body, or None),
+        endpoint (probe key or None for unknown routes), model, ts (Unix seconds), and,
+        once answered, fault (name or None), chaos (bool) and status (HTTP status, None
+        when no status line was sent).
         """
         with self._lock:
             return [dict(r) for r in self._records]
@@ -161,8 +165,7 @@ class FakeUpstream:
             "method": method, "path": path, "query": dict(query),
             "headers": {k: ("<redacted>" if k in _SECRET_HEADERS else v)
                         for k, v in headers.items()},
-            "json": body, "body": body,  # two names for one thing: both are in use
-            "endpoint": req.endpoint if req else None,
+            "json": body, "endpoint": req.endpoint if req else None,
             "model": body.get("model") if isinstance(body, dict) else None,
             "ts": time.time(), "fault": None, "chaos": False, "status": None,
         }
@@ -178,7 +181,7 @@ class FakeUpstream:
         fault, chaos = self._faults.take(req.endpoint)
         record["fault"], record["chaos"] = (fault.name if fault else None), chaos
         sleep = self.latency_ms / 1000
-        if self.profile == "chaos":
+        if self._faults.chaos:
             sleep += self._faults.jitter_s()
         name = fault.name if fault else None
         delay_s = (fault.delay_ms / 1000) if fault and fault.delay_ms is not None else None
