@@ -50,6 +50,19 @@ def _text_of(content: Json) -> str:
     return ""
 
 
+def _missing(name: str) -> ApiError:
+    """The 400 for a required parameter the request left out."""
+    return invalid(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
+
+
+def _required(body: Json, name: str) -> Json:
+    """The value of a required parameter; the API's 400 when it is missing or null."""
+    value = body.get(name)
+    if value is None:
+        raise _missing(name)
+    return value
+
+
 def _body(req: Request) -> Json:
     """The JSON object a POST carries (an empty body counts as {}); 400 otherwise."""
     body = req.json if req.raw.strip() else {}
@@ -115,10 +128,7 @@ def chat(req: Request, variant: str | None) -> tuple[Json, int]:
     """A chat completion (POST /chat/completions)."""
     body = _body(req)
     _, model = _resolve_model(req, body, "chat", None)
-    messages = body.get("messages")
-    if messages is None:
-        raise invalid("Missing required parameter: 'messages'.", "messages",
-                      "missing_required_parameter")
+    messages = _required(body, "messages")
     if not isinstance(messages, list):
         raise invalid("Invalid type for 'messages': expected an array, but got "
                       f"{type(messages).__name__} instead.", "messages", "invalid_type")
@@ -231,10 +241,7 @@ def embeddings(req: Request, variant: str | None) -> tuple[Json, int]:
     """Embedding vectors, as floats or base64 float32 (POST /embeddings)."""
     body = _body(req)
     _, model = _resolve_model(req, body, "embeddings", None)
-    source = body.get("input")
-    if source is None:
-        raise invalid("Missing required parameter: 'input'.", "input",
-                      "missing_required_parameter")
+    source = _required(body, "input")
     inputs = source if isinstance(source, list) else [source]
     if not inputs or not all(isinstance(i, str) for i in inputs):
         raise invalid("'$.input' is invalid. Please check the API reference: "
@@ -257,10 +264,7 @@ def embeddings(req: Request, variant: str | None) -> tuple[Json, int]:
 def moderations(req: Request, variant: str | None) -> tuple[Json, int]:
     """Moderation results, never flagged (POST /moderations); no usage, no tokens."""
     body = _body(req)
-    source = body.get("input")
-    if source is None:
-        raise invalid("Missing required parameter: 'input'.", "input",
-                      "missing_required_parameter")
+    source = _required(body, "input")
     name = body.get("model", "omni-moderation-latest")
     model = MODELS.get(name) if isinstance(name, str) else None
     if model is None:
@@ -289,8 +293,7 @@ def images(req: Request, variant: str | None) -> tuple[Json, int]:
     body = _body(req)
     prompt = body.get("prompt")
     if not prompt:
-        raise invalid("Missing required parameter: 'prompt'.", "prompt",
-                      "missing_required_parameter")
+        raise _missing("prompt")
     name, _ = _resolve_model(req, body, "image", "dall-e-2")
     n = body.get("n", 1)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10:
