@@ -26,7 +26,7 @@ from openai.types import (
     ModerationCreateResponse,
 )
 from openai.types.beta import Assistant
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.fine_tuning import FineTuningJob
 from openai.types.responses import Response
 
@@ -36,7 +36,7 @@ from exporter.fake.tables import LISTS
 KEY = "sk-proj-SDKreader000000000000wxyz"
 TIMEOUT = 5.0
 REQUEST_ID = re.compile(r"^req_[0-9a-f]{32}$")
-PING = [{"role": "user", "content": "ping"}]
+PING: list[ChatCompletionMessageParam] = [{"role": "user", "content": "ping"}]
 AZURE_VERSION = "2024-10-21"
 
 
@@ -168,7 +168,8 @@ def test_models_list(client: openai.OpenAI) -> None:
 def test_images_dall_e_2_urls(client: openai.OpenAI) -> None:
     resp = client.images.generate(model="dall-e-2", prompt="a dot", n=2)
     assert isinstance(resp, ImagesResponse) and resp.created > 0
-    assert len(resp.data) == 2 and all(i.url and not i.b64_json for i in resp.data)
+    assert resp.data is not None and len(resp.data) == 2
+    assert all(i.url and not i.b64_json for i in resp.data)
     assert resp.usage is None  # dall-e models report no usage
 
 

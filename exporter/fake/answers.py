@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from .errors import ApiError, error, invalid, not_found_message
-from .exchange import Json, Plan, Request, dumps
+from .exchange import Plan, Request, dumps
 from .tables import (
     ANSWER_WORDS,
     BAD_JSON_MESSAGE,
@@ -25,6 +25,7 @@ from .tables import (
     MODERATION_CATEGORIES,
     PNG_1PX,
     REASONING_TOKENS,
+    Json,
     Model,
 )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import secrets
 
-from .exchange import Json, Plan, Request, dumps, plan_json
+from .exchange import Plan, Request, dumps, plan_json
 from .limiter import Snapshot, go_duration
 from .tables import (
     AZURE_401,
@@ -20,6 +20,7 @@ from .tables import (
     MODEL_ENDPOINTS,
     ORG,
     QUOTA_MESSAGE,
+    Json,
 )
 
 AZURE_NOT_FOUND: Json = {"error": {"code": "404", "message": "Resource not found"}}
@@ -69,9 +70,9 @@ def invalid_url(method: str, path: str) -> Json:
 
 def model_of(req: Request) -> str:
     """The model a request is about, for error messages."""
-    body = req.json
-    if isinstance(body, dict) and isinstance(body.get("model"), str):
-        return body["model"]
+    model = req.json.get("model") if isinstance(req.json, dict) else None
+    if isinstance(model, str):
+        return model
     if req.deployment:
         return req.deployment
     return {"embeddings": "text-embedding-3-small", "moderations": "omni-moderation-latest",

@@ -15,8 +15,8 @@ from typing import Any
 from . import answers
 from .answers import Builder
 from .errors import unauthorized
-from .exchange import Json, Plan, Request
-from .tables import ENDPOINTS
+from .exchange import Plan, Request
+from .tables import ENDPOINTS, Json
 
 Auth = Callable[[Request, Any], tuple[str, Plan | None]]
 """(request, the FakeUpstream) -> (key to count the request under, refusal or None)."""
@@ -53,7 +53,7 @@ class Route:
         if len(want) != len(got):
             return None
         params: dict[str, str] = {}
-        for pattern, segment in zip(want, got):
+        for pattern, segment in zip(want, got, strict=True):
             if pattern.startswith("{") and pattern.endswith("}"):
                 if not segment:
                     return None

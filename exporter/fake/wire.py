@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from .errors import error
-from .exchange import Json, Plan, dumps, plan_json
-from .tables import JSON
+from .exchange import Plan, dumps, plan_json
+from .tables import JSON, Json
 
 if TYPE_CHECKING:
     from .server import FakeUpstream
@@ -44,10 +44,12 @@ class Server(http.server.ThreadingHTTPServer):
         super().__init__(address, Handler)
 
     def track(self, conn: socket.socket) -> None:
+        """Remember an open connection."""
         with self._conns_lock:
             self._conns.add(conn)
 
     def untrack(self, conn: socket.socket) -> None:
+        """Forget a closed connection."""
         with self._conns_lock:
             self._conns.discard(conn)
 
@@ -60,6 +62,7 @@ class Server(http.server.ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log a handler's exception, quietly when the client just went away."""
         # Clients hanging up mid-answer is routine here (timeouts are the point), and
         # stop() closing sockets under a handler ends in "I/O operation on closed file".
         exc = sys.exc_info()[1]
@@ -78,12 +81,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
     timeout = 300  # idle keep-alive connections end eventually in a long demo
 
     def version_string(self) -> str:
+        """The Server header: what the real API answers behind."""
         return "cloudflare"
 
     def log_message(self, format: str, *args: Any) -> None:
+        """Access log at debug level, not on stderr."""
         log.debug("%s " + format, self.address_string(), *args)
 
     def setup(self) -> None:
+        """Set up the connection: no Nagle delay, and tracked for stop()."""
         super().setup()
         # Headers and body go out in separate writes; without NODELAY, Nagle plus the
         # client's delayed ACK adds ~40 ms to every answer on a kept-alive connection.
@@ -91,6 +97,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.server.track(self.connection)
 
     def finish(self) -> None:
+        """Flush and untrack the connection, even if the client is gone."""
         try:
             with contextlib.suppress(OSError):  # the client may have gone already
                 super().finish()
