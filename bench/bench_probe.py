@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
 
-from exporter.fake_upstream import FakeUpstream  # noqa: E402
+from exporter.fake import FakeUpstream  # noqa: E402
 from exporter.prober import Prober  # noqa: E402
 from exporter.settings import TargetSettings, shipped_prices  # noqa: E402
 

@@ -26,7 +26,7 @@ DEMO_KEY = "sk-demo-not-a-real-key"
 def _start_demo(settings: Settings):
     """Key-less demo: start the bundled fake upstream (chaos profile) on loopback and
     point the single target at it."""
-    from .fake_upstream import FakeUpstream
+    from .fake import FakeUpstream
 
     fake = FakeUpstream(profile="chaos").start()
     targets = tuple(

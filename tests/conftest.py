@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from exporter.fake_upstream import FakeUpstream
+from exporter.fake import FakeUpstream
 from exporter.settings import TargetSettings
 
 CANARY_KEY = "sk-proj-CANARY0x7e3b9d1f2a4c6e8b0d2f4a6c8e0b2d4f6a8c"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import re
 import signal
@@ -10,27 +11,31 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 
+import exporter.fake
 from exporter.catalogue import CATALOGUE, ResponseFailed, ShapeError
 from exporter.durations import parse_duration
-from exporter.fake_upstream import (
+from exporter.fake import (
     CHAOS_LATENCY_MS,
     ENDPOINTS,
     FAULTS,
-    KNOWN_MODELS,
+    MODELS,
     FakeUpstream,
     go_duration,
     mask_key,
 )
+from exporter.fake.faults import FaultBook
+from tests import conftest
 
 KEY = "sk-proj-VKMIsabcdefghijklmnopwjh3"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-MODEL_FOR_KIND = {"chat": "gpt-4o-mini", "embeddings": "text-embedding-3-small",
-                  "moderation": "omni-moderation-latest", "image": "gpt-image-1-mini"}
+ROOT = Path(__file__).resolve().parent.parent
 REQUEST_ID = re.compile(r"^req_[0-9a-f]{32}$")
 RL_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-limit-tokens",
               "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
@@ -50,7 +55,7 @@ def call(fake: FakeUpstream, endpoint: str, *, body: Any = ..., headers: dict | 
     probe = CATALOGUE[endpoint]
     if body is ...:
         kind = probe.model_kind or ""
-        body = probe.body(model or MODEL_FOR_KIND[kind]) if probe.body else None
+        body = probe.body(model or conftest.MODELS[kind]) if probe.body else None
     return session.request(
         probe.method, fake.base_url + probe.path, json=body, timeout=timeout,
         params=probe.params if params is None else params,
@@ -152,7 +157,7 @@ def test_embeddings_are_deterministic_and_honour_options(fake: FakeUpstream) -> 
 
 def test_models_list_has_known_models_and_shutdown_dates(fake: FakeUpstream) -> None:
     body = call(fake, "models").json()
-    assert [m["id"] for m in body["data"]] == list(KNOWN_MODELS)
+    assert [m["id"] for m in body["data"]] == list(MODELS)
     dates = {m["id"]: m["shutdown_date"] for m in body["data"]}
     assert any(isinstance(d, str) for d in dates.values())
     assert any(d is None for d in dates.values())
@@ -590,6 +595,9 @@ def test_requests_are_recorded_with_secrets_redacted(fake: FakeUpstream) -> None
     assert record["method"] == "POST" and record["path"] == "/v1/responses"
     assert record["headers"]["authorization"] == "<redacted>"
     assert record["json"]["store"] is False and record["model"] == "gpt-4o-mini"
+    # One name per field: the parsed body is "json", and only that.
+    assert set(record) == {"method", "path", "query", "headers", "json", "endpoint", "model",
+                           "ts", "fault", "chaos", "status"}
     assert KEY not in repr(fake.requests)
     call(fake, "files")
     assert fake.requests[-1]["query"] == {"limit": "1"} and fake.requests[-1]["json"] is None
@@ -657,8 +665,8 @@ def test_chaos_mixes_every_error_class_reproducibly() -> None:
 
 def test_chaos_latency_stays_within_bounds() -> None:
     lo, _, hi = CHAOS_LATENCY_MS
-    with FakeUpstream(profile="chaos", seed=3) as fake:
-        samples = [fake._jitter_s() for _ in range(2000)]
+    book = FaultBook(ENDPOINTS, chaos=True, seed=3)
+    samples = [book.jitter_s() for _ in range(2000)]
     assert lo / 1000 <= min(samples) and max(samples) <= hi / 1000
     assert 0.15 < sorted(samples)[1000] < 0.4  # median near 250 ms
 
@@ -711,7 +719,7 @@ def test_constructor_rejects_bad_settings() -> None:
 
 def test_cli_serves_until_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter.fake_upstream", "--port", "0", "--seed", "1",
+        [sys.executable, "-m", "exporter.fake", "--port", "0", "--seed", "1",
          "--fault", "files=server_error", "--api-key", KEY],
         stderr=subprocess.PIPE, text=True)
     stderr = proc.stderr
@@ -735,10 +743,57 @@ def test_cli_serves_until_sigterm() -> None:
 @pytest.mark.parametrize("args", [["--fault", "chat=meltdown"], ["--profile", "wild"],
                                   ["--port", "x"]])
 def test_cli_rejects_bad_flags(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "exporter.fake_upstream", *args],
+    proc = subprocess.run([sys.executable, "-m", "exporter.fake", *args],
                           capture_output=True, text=True, timeout=10)
     assert proc.returncode == 2
     assert "usage:" in proc.stderr
+
+
+def test_compose_demo_service_runs_this_cli() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    entrypoint = compose["services"]["fake-upstream"]["entrypoint"]
+    assert entrypoint == ["python", "-m", "exporter.fake"]
+    proc = subprocess.run([sys.executable, *entrypoint[1:], "--help"], capture_output=True,
+                          text=True, timeout=10)
+    assert proc.returncode == 0 and "--profile" in proc.stdout, proc.stderr
+
+
+# ----------------------------------------------------------------- independence
+
+# The fake must not reuse the client's tables: a wrong path or body in the catalogue
+# would then be served back to it and every test would pass.
+CLIENT_MODULES = ("exporter.catalogue", "exporter.settings", "exporter.prober")
+
+
+def test_the_fake_imports_nothing_of_the_exporter_but_itself() -> None:
+    package = Path(exporter.fake.__file__).parent
+    outside: list[str] = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                # "." is this package; ".." or "exporter.x" would reach the exporter.
+                if name.startswith("..") or (name.split(".")[0] == "exporter"
+                                             and not name.startswith("exporter.fake")):
+                    outside.append(f"{path.name}: {name}")
+    assert not outside
+
+
+def test_importing_the_fake_loads_no_client_module() -> None:
+    code = ("import sys, exporter.fake, exporter.fake.__main__; "
+            "print(' '.join(m for m in sys.modules if m.startswith('exporter')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=10, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    loaded = proc.stdout.split()
+    assert "exporter.fake.server" in loaded  # the import really happened
+    assert not set(CLIENT_MODULES) & set(loaded)
+    assert all(m == "exporter" or m.startswith("exporter.fake") for m in loaded), loaded
 
 
 @pytest.mark.parametrize("endpoint", ["chat", "embeddings", "moderations", "models", "files",

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from exporter.fake_upstream import FakeUpstream
+from exporter.fake import FakeUpstream
 from tests.conftest import CANARY_KEY, clean_env, free_port
 from tests.tools import require_tool
 

@@ -125,10 +125,10 @@ def test_requests_sent_are_tiny_and_never_retried(fake):
     p.run("chat")
     chat_calls = [r for r in fake.requests if r["endpoint"] == "chat"]
     assert len(chat_calls) == 1
-    assert chat_calls[0]["body"]["max_completion_tokens"] == 16
+    assert chat_calls[0]["json"]["max_completion_tokens"] == 16
     p.run("responses")
     resp = [r for r in fake.requests if r["endpoint"] == "responses"][0]
-    assert resp["body"]["store"] is False
+    assert resp["json"]["store"] is False
 
 
 def test_trickling_body_is_cut_at_the_deadline(fake):

@@ -110,7 +110,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
         procs.append((name, proc, log))
 
     try:
-        start("fake-upstream", [sys.executable, "-m", "exporter.fake_upstream",
+        start("fake-upstream", [sys.executable, "-m", "exporter.fake",
                                 "--host", "127.0.0.1", "--port", str(upstream_port),
                                 "--profile", "chaos", "--seed", "1"])
         _wait("the fake upstream", lambda: socket.create_connection(
