@@ -26,7 +26,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import __version__
-from .catalogue import CATALOGUE, Probe
+from .catalogue import (
+    CATALOGUE, DEFAULT_MODELS, MODEL_ENV, MODEL_KINDS, PROVIDERS, default_probes,
+)
 from .durations import parse_duration
 
 
@@ -88,24 +90,10 @@ class Settings:
 
 # -- vocabularies -----------------------------------------------------------------------
 
-PROVIDERS = ("openai", "azure", "openai_compatible")
 MODES = ("roundrobin", "all")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("json", "text")
-MODEL_KINDS = ("chat", "embeddings", "moderation", "image")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MODELS = {
-    "chat": "gpt-4o-mini",
-    "embeddings": "text-embedding-3-small",
-    "moderation": "omni-moderation-latest",
-    "image": "gpt-image-1-mini",
-}
-MODEL_ENV = {
-    "chat": "OPENAI_MODEL",
-    "embeddings": "OPENAI_EMBEDDINGS_MODEL",
-    "moderation": "OPENAI_MODERATION_MODEL",
-    "image": "OPENAI_IMAGE_MODEL",
-}
 # The variable a target's key is read from when the file does not name one. A target of
 # another provider never falls back to OPENAI_API_KEY: that would send the OpenAI key to
 # Azure or to a third-party server. openai_compatible servers often need no key at all.
@@ -626,25 +614,6 @@ def _cli_layer(args: argparse.Namespace) -> _Layer:
 
 
 # -- targets -------------------------------------------------------------------------------
-
-def _provider_offers(provider: str, probe: Probe) -> bool:
-    if provider == "azure":
-        return probe.azure_deployment or probe.name == "models"
-    if provider == "openai_compatible":
-        return probe.compatible
-    return True
-
-
-def default_probes(provider: str, heavy: bool) -> tuple[str, ...]:
-    """What a target probes when it names no probes.
-
-    openai: every default probe. azure: the deployment probes (chat, embeddings) plus
-    models. openai_compatible: the probes marked compatible (chat, responses, embeddings,
-    models). With heavy, the heavy probes the provider offers (images) are added.
-    """
-    return tuple(name for name, p in CATALOGUE.items()
-                 if _provider_offers(provider, p) and (p.default or (heavy and p.heavy)))
-
 
 def _parse_file_target(raw: Any, i: int) -> dict[str, Any]:
     """Validate one entry of `targets:` on its own; returns the keys it set, parsed."""
