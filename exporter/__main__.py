@@ -12,6 +12,7 @@ import threading
 from . import __version__, logs
 from .history import open_history
 from .metrics import ExporterMetrics
+from .pricing import PriceTable
 from .prober import Prober
 from .scheduler import ProbeLoop
 from .settings import ConfigError, Settings, load, redacted
@@ -50,7 +51,8 @@ def run(settings: Settings, stop: threading.Event) -> int:
 
     metrics = ExporterMetrics()
     metrics.configure(settings)
-    probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=settings.prices)
+    prices = PriceTable(settings.prices)  # one per process: one warning per unpriced model
+    probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=prices)
                for t in settings.targets]
     loop = ProbeLoop(settings, probers, [metrics.observe, history.add, logs.log_probe])
     app = make_app(metrics.registry, StatusApp(history, settings, config))

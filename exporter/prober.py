@@ -20,6 +20,7 @@ import urllib3
 from . import __version__
 from .catalogue import CATALOGUE, Probe, ResponseFailed, ShapeError
 from .durations import parse_duration
+from .pricing import PriceTable
 from .redact import redact
 from .result import ProbeResult, RateLimits
 from .settings import TargetSettings
@@ -137,15 +138,16 @@ class Prober:
         target: TargetSettings,
         *,
         timeout_seconds: float,
-        prices: Mapping[str, Mapping[str, float]] | None = None,
+        prices: PriceTable | Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout_seconds
-        self.prices = prices or {}
+        # main() passes the process's one PriceTable; a plain mapping (tests, benchmarks)
+        # gets a table of its own.
+        self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices or {})
         self._secrets = tuple(s for s in (target.api_key,) if s)
         self._sessions: dict[str, requests.Session] = {}
         self._lock = threading.Lock()
-        self._warned_models: set[str] = set()
 
     # -- request building ---------------------------------------------------------
 
@@ -192,21 +194,6 @@ class Prober:
             self._sessions.clear()
 
     # -- the probe ------------------------------------------------------------------
-
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
-        if not model or (input_tokens == 0 and output_tokens == 0):
-            return 0.0
-        price = self.prices.get(model)
-        if price is None:
-            if model not in self._warned_models:
-                self._warned_models.add(model)
-                log.warning(
-                    "no price for model %r: its probes add no cost; add it under `prices:` "
-                    "in the config file", model,
-                )
-            return 0.0
-        return (input_tokens * price.get("input", 0.0)
-                + output_tokens * price.get("output", 0.0)) / 1_000_000
 
     def run(self, endpoint: str) -> ProbeResult:
         """Probe `endpoint` once. Never raises for anything the network or upstream does."""
@@ -317,7 +304,7 @@ class Prober:
             output_tokens=output_tokens,
             total_tokens=total_tokens,
             response_bytes=nbytes,
-            cost_usd=self.cost(model, input_tokens, output_tokens),
+            cost_usd=self.prices.cost(model, input_tokens, output_tokens),
             rate_limits=parse_rate_limits(headers),
         )
 

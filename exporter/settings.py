@@ -19,7 +19,6 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from .catalogue import (
     CATALOGUE, DEFAULT_MODELS, MODEL_ENV, MODEL_KINDS, PROVIDERS, default_probes,
 )
 from .durations import parse_duration
+from .pricing import PriceError, parse_prices, shipped_prices
 
 
 class ConfigError(Exception):
@@ -105,7 +105,6 @@ TOP_KEYS = ("interval", "timeout", "mode", "heavy", "region", "listen_address", 
 HISTORY_KEYS = ("enable_db", "db_file", "retention_hours", "max_events")
 TARGET_KEYS = ("name", "provider", "base_url", "api_key_env", "region", "models", "probes",
                "headers", "org_id", "project_id", "api_version")
-PRICE_KEYS = ("input", "output")
 
 _BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -542,45 +541,14 @@ def _file_layer(doc: dict[str, Any]) -> _Layer:
     return layer
 
 
-def _prices(raw: Any, where: str) -> dict[str, dict[str, float]]:
-    """{model: {input: x, output: y}}, both present, numbers >= 0 (USD per 1M tokens)."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise _bad(where, "must be a mapping of model: {input: usd_per_1m, output: usd_per_1m}",
-                   raw)
-    prices: dict[str, dict[str, float]] = {}
-    for model, entry in raw.items():
-        model_where = f"{where}.{model}"
-        if not isinstance(model, str) or not model.strip():
-            raise _bad(where, "keys must be model names", model)
-        if not isinstance(entry, dict):
-            raise _bad(model_where, "must be a mapping {input: usd_per_1m, output: usd_per_1m}",
-                       entry)
-        unknown = [k for k in entry if k not in PRICE_KEYS]
-        if unknown:
-            raise ConfigError(f"config file: unknown key {_show(unknown[0])} in "
-                              f"{model_where.removeprefix('config file ')} "
-                              f"(allowed: {', '.join(PRICE_KEYS)})")
-        price: dict[str, float] = {}
-        for key in PRICE_KEYS:
-            if key not in entry:
-                raise ConfigError(f"{model_where}: must set both input and output "
-                                  "(USD per 1M tokens)")
-            value = _number(entry[key])
-            if (value is None or isinstance(entry[key], str) or not math.isfinite(value)
-                    or value < 0):
-                raise _bad(f"{model_where}.{key}", "must be a number >= 0 (USD per 1M tokens)",
-                           entry[key])
-            price[key] = value
-        prices[model.strip()] = price
+def _prices(doc: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The shipped price table with the file's `prices:` merged over it, model by model."""
+    try:
+        prices = shipped_prices()
+        prices.update(parse_prices(doc.get("prices"), "config file prices"))
+    except PriceError as exc:
+        raise ConfigError(exc.describe(_show)) from None
     return prices
-
-
-def shipped_prices() -> dict[str, dict[str, float]]:
-    """The price table shipped as exporter/prices.yaml."""
-    text = resources.files(__package__).joinpath("prices.yaml").read_text(encoding="utf-8")
-    return _prices(_parse_yaml(text, "prices.yaml"), "prices.yaml")
 
 
 # -- environment and flags -----------------------------------------------------------------
@@ -801,8 +769,7 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
                    else environ.get("CONFIG_FILE", "")).strip()
     doc = _read_config_file(config_file) if config_file else {}
     file_layer = _file_layer(doc)
-    prices = shipped_prices()
-    prices.update(_prices(doc.get("prices"), "config file prices"))
+    prices = _prices(doc)
     raw_targets = doc.get("targets")
     file_targets: list[dict[str, Any]] = []
     if "targets" in doc:

@@ -254,7 +254,7 @@ def test_compatible_target_without_key_sends_no_authorization():
 def test_unknown_model_price_warns_once(caplog):
     responses.post("https://api.test/v1/chat/completions", json=CHAT_OK)
     p = Prober(target(models={"chat": "mystery-model"}), timeout_seconds=5, prices=PRICES)
-    with caplog.at_level("WARNING", logger="exporter.prober"):
+    with caplog.at_level("WARNING", logger="exporter.pricing"):
         assert p.run("chat").cost_usd == 0 and p.run("chat").cost_usd == 0
     assert [r.message for r in caplog.records].count(
         "no price for model 'mystery-model': its probes add no cost; add it under `prices:` "
