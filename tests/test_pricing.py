@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+from importlib import resources
 
 import pytest
+import yaml
 
 from exporter.pricing import PriceError, PriceTable, parse_prices, shipped_prices
+from exporter.settings.sources import _parse_yaml
 
 WARNING = ("no price for model 'mystery': its probes add no cost; add it under `prices:` in "
            "the config file")
@@ -78,3 +81,10 @@ def test_shipped_prices_are_a_fresh_copy_each_time():
     first = shipped_prices()
     first["gpt-4o-mini"]["input"] = 99.0
     assert shipped_prices()["gpt-4o-mini"]["input"] == 0.15
+
+
+def test_shipped_prices_yaml_has_no_duplicate_keys():
+    # pricing reads its own file with safe_load, which keeps the last of two equal keys;
+    # the strict loader of config files proves no entry silently shadows another.
+    text = resources.files("exporter").joinpath("prices.yaml").read_text(encoding="utf-8")
+    assert _parse_yaml(text, "prices.yaml") == yaml.safe_load(text)
