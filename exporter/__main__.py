@@ -9,6 +9,8 @@ import signal
 import sys
 import threading
 
+from prometheus_client import disable_created_metrics
+
 from . import __version__, logs
 from .history import open_history
 from .metrics import ExporterMetrics
@@ -85,6 +87,10 @@ def _exit_config_error(exc: ConfigError) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the exporter: load settings, serve until SIGTERM/SIGINT; exit 2 on a bad setting."""
+    # *_created series would double the series count and no dashboard reads them. The
+    # switch is process-wide, so the process's entry point flips it.
+    disable_created_metrics()
     try:
         settings = load(argv)
     except ConfigError as exc:
