@@ -1,7 +1,7 @@
 """The probe catalogue: one declarative table, one entry per endpoint, and its vocabulary.
 
-Adding a probe means adding one ``Probe`` to ``CATALOGUE``. Every request is tiny and
-deterministic, so a probe costs a handful of tokens at most. The words the rest of the exporter uses about
+Adding a probe means adding one ``Probe`` to ``CATALOGUE`` (and, for a body read in a
+new way, a reader in exporter/readers.py). Every request is tiny and deterministic, so a probe costs a handful of tokens at most. The words the rest of the exporter uses about
 probes live here too: the providers, the model kinds a probe can name, the default model
 of each kind and the environment variable that overrides it, and which probes a target
 runs by default. Settings import them; nothing redefines them.
@@ -142,6 +142,9 @@ class Probe:
     providers: tuple[str, ...] = ("openai",)
     # Azure puts these under /openai/deployments/{deployment}/...; the others under /openai/.
     azure_deployment: bool = False
+    # How a 2xx body is read: a name in exporter.readers.READERS, checked when that module
+    # is imported ("json": one document, passed to check).
+    reader: str = "json"
 
     def __post_init__(self) -> None:
         # A typo in the table fails at import, not on the first probe an hour later.

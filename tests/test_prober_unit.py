@@ -9,7 +9,8 @@ import requests
 import responses
 
 from exporter.durations import parse_duration
-from exporter.prober import Prober, classify_status, parse_rate_limits
+from exporter.errors import classify_status
+from exporter.prober import Prober, parse_rate_limits
 from exporter.redact import redact
 from exporter.settings import TargetSettings
 
