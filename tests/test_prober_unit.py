@@ -12,6 +12,7 @@ from exporter.durations import parse_duration
 from exporter.errors import classify_status
 from exporter.prober import Prober, parse_rate_limits
 from exporter.redact import redact
+from exporter.result import RateLimits
 from exporter.settings import TargetSettings
 
 CANARY = "sk-canary-Zq8rT3vB9xW2mN5kL7pJ"
@@ -112,7 +113,7 @@ def test_rate_limit_headers_unknown_values_are_none():
     lim = parse_rate_limits({"x-ratelimit-remaining-tokens": "-1",  # Azure "unknown"
                              "x-ratelimit-limit-tokens": "lots",
                              "x-ratelimit-reset-tokens": "soon"})
-    assert lim.is_empty()
+    assert lim == RateLimits()  # every field None
 
 
 CHAT_OK = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [
