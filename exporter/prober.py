@@ -155,7 +155,8 @@ class Prober:
         clock = ProbeClock.start(self.timeout)
         status: int | None = None
         headers: Mapping[str, str] = {}
-        reading, failure = Reading(), None
+        reading = Reading()
+        failure: requests.RequestException | None = None
         try:
             resp = self._send(probe, request)
             status, headers = resp.status_code, resp.headers

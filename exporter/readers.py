@@ -99,7 +99,8 @@ def chunks(resp: requests.Response, clock: ProbeClock) -> Iterator[bytes]:
 
 def read_body(resp: requests.Response, clock: ProbeClock) -> bytes:
     """The whole body under the deadline, cut once it passes MAX_BODY_BYTES."""
-    parts, size = [], 0
+    parts: list[bytes] = []
+    size = 0
     for chunk in chunks(resp, clock):
         parts.append(chunk)
         size += len(chunk)

@@ -34,7 +34,9 @@ def check_usage(doc) -> tuple[int, int, int]:
 
 def read_lines(resp, probe: Probe, clock: ProbeClock) -> Reading:
     """Newline-delimited JSON events; content marks taken as they arrive."""
-    nbytes, pending, marks, last = 0, b"", {}, None
+    nbytes, pending = 0, b""
+    marks: dict[str, float] = {}
+    last = None
     for chunk in chunks(resp, clock):
         nbytes += len(chunk)
         *lines, pending = (pending + chunk).split(b"\n")

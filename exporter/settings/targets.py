@@ -147,11 +147,11 @@ def _resolve_file_target(
         elif fill:
             models[kind] = merged.get(f"model.{kind}", DEFAULT_MODELS[kind])
     for name in probes:
-        kind = CATALOGUE[name].model_kind
-        if kind and kind not in models:
+        needed = CATALOGUE[name].model_kind
+        if needed and needed not in models:
             what = ("the deployment name" if provider == "azure"
                     else "the model name the server serves")
-            raise ConfigError(f"{where}.models.{kind}: required for provider {provider} by "
+            raise ConfigError(f"{where}.models.{needed}: required for provider {provider} by "
                               f"probe {name!r} ({what})")
 
     base_url = t.get("base_url") or (merged.get("base_url") if fill else None) or OPENAI_BASE_URL
