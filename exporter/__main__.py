@@ -9,9 +9,12 @@ import signal
 import sys
 import threading
 
+from prometheus_client import disable_created_metrics
+
 from . import __version__, logs
 from .history import open_history
 from .metrics import ExporterMetrics
+from .pricing import PriceTable
 from .prober import Prober
 from .scheduler import ProbeLoop
 from .settings import ConfigError, Settings, load, redacted
@@ -50,7 +53,8 @@ def run(settings: Settings, stop: threading.Event) -> int:
 
     metrics = ExporterMetrics()
     metrics.configure(settings)
-    probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=settings.prices)
+    prices = PriceTable(settings.prices)  # one per process: one warning per unpriced model
+    probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=prices)
                for t in settings.targets]
     loop = ProbeLoop(settings, probers, [metrics.observe, history.add, logs.log_probe])
     app = make_app(metrics.registry, StatusApp(history, settings, config))
@@ -83,6 +87,10 @@ def _exit_config_error(exc: ConfigError) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the exporter: load settings, serve until SIGTERM/SIGINT; exit 2 on a bad setting."""
+    # *_created series would double the series count and no dashboard reads them. The
+    # switch is process-wide, so the process's entry point flips it.
+    disable_created_metrics()
     try:
         settings = load(argv)
     except ConfigError as exc:

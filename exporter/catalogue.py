@@ -1,7 +1,10 @@
-"""The probe catalogue: one declarative table, one entry per endpoint.
+"""The probe catalogue: one declarative table, one entry per endpoint, and its vocabulary.
 
-Adding a probe means adding one ``Probe`` to ``CATALOGUE``. Every request is tiny
-and deterministic, so a probe costs a handful of tokens at most.
+Adding a probe means adding one ``Probe`` to ``CATALOGUE`` (and, for a body read in a
+new way, a reader in exporter/readers.py). Every request is tiny and deterministic, so a probe costs a handful of tokens at most. The words the rest of the exporter uses about
+probes live here too: the providers, the model kinds a probe can name, the default model
+of each kind and the environment variable that overrides it, and which probes a target
+runs by default. Settings import them; nothing redefines them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,22 @@ from typing import Any, Callable
 
 Json = Any
 Usage = tuple[int, int, int]  # input, output, total
+
+PROVIDERS = ("openai", "azure", "openai_compatible")
+# The model a probe's body names, by kind; a target configures one model per kind.
+MODEL_KINDS = ("chat", "embeddings", "moderation", "image")
+DEFAULT_MODELS = {
+    "chat": "gpt-4o-mini",
+    "embeddings": "text-embedding-3-small",
+    "moderation": "omni-moderation-latest",
+    "image": "gpt-image-1-mini",
+}
+MODEL_ENV = {
+    "chat": "OPENAI_MODEL",
+    "embeddings": "OPENAI_EMBEDDINGS_MODEL",
+    "moderation": "OPENAI_MODERATION_MODEL",
+    "image": "OPENAI_IMAGE_MODEL",
+}
 
 
 class ShapeError(ValueError):
@@ -106,6 +125,8 @@ def _check_images(body: Json) -> Usage:
 
 @dataclass(frozen=True)
 class Probe:
+    """One endpoint: the request to send, how to read the answer, and who offers it."""
+
     name: str
     method: str
     path: str  # relative to the target's base URL
@@ -116,10 +137,24 @@ class Probe:
     headers: dict[str, str] = field(default_factory=dict)
     default: bool = True  # probed when PROBE_ENDPOINTS is not set
     heavy: bool = False  # only with PROBE_HEAVY (costs real money)
-    # Azure puts these under /openai/deployments/{deployment}/...
+    # The providers that offer the endpoint, so a target of that provider probes it by
+    # default. An OpenAI-compatible server (vLLM, Ollama) is expected to have only a few.
+    providers: tuple[str, ...] = ("openai",)
+    # Azure puts these under /openai/deployments/{deployment}/...; the others under /openai/.
     azure_deployment: bool = False
-    # Endpoints an OpenAI-compatible server (vLLM, Ollama) is expected to have.
-    compatible: bool = False
+    # How a 2xx body is read: a name in exporter.readers.READERS, checked when that module
+    # is imported ("json": one document, passed to check).
+    reader: str = "json"
+
+    def __post_init__(self) -> None:
+        # A typo in the table fails at import, not on the first probe an hour later.
+        unknown = [p for p in self.providers if p not in PROVIDERS]
+        if unknown:
+            raise ValueError(f"probe {self.name!r}: unknown provider {unknown[0]!r}")
+        if self.model_kind is not None and self.model_kind not in MODEL_KINDS:
+            raise ValueError(f"probe {self.name!r}: unknown model kind {self.model_kind!r}")
+        if self.azure_deployment and "azure" not in self.providers:
+            raise ValueError(f"probe {self.name!r}: azure_deployment without provider azure")
 
 
 CATALOGUE: dict[str, Probe] = {
@@ -132,25 +167,25 @@ CATALOGUE: dict[str, Probe] = {
                 "messages": [{"role": "user", "content": "ping"}],
                 "max_completion_tokens": 16,
             },
-            azure_deployment=True, compatible=True,
+            providers=PROVIDERS, azure_deployment=True,
         ),
         Probe(
             "responses", "POST", "/responses", _check_responses, model_kind="chat",
             # max_output_tokens has a minimum of 16; store defaults to true upstream,
             # and a probe must not leave stored responses behind.
             body=lambda m: {"model": m, "input": "ping", "max_output_tokens": 16, "store": False},
-            compatible=True,
+            providers=("openai", "openai_compatible"),
         ),
         Probe(
             "embeddings", "POST", "/embeddings", _check_embeddings, model_kind="embeddings",
             body=lambda m: {"model": m, "input": "ping"},
-            azure_deployment=True, compatible=True,
+            providers=PROVIDERS, azure_deployment=True,
         ),
         Probe(
             "moderations", "POST", "/moderations", _check_moderations, model_kind="moderation",
             body=lambda m: {"model": m, "input": "ping"},
         ),
-        Probe("models", "GET", "/models", _check_list, compatible=True),
+        Probe("models", "GET", "/models", _check_list, providers=PROVIDERS),
         Probe("files", "GET", "/files", _check_list, params={"limit": "1"}),
         Probe("fine_tunes", "GET", "/fine_tuning/jobs", _check_list, params={"limit": "1"}),
         Probe("batches", "GET", "/batches", _check_list, params={"limit": "1"}),
@@ -164,9 +199,18 @@ CATALOGUE: dict[str, Probe] = {
             "images", "POST", "/images/generations", _check_images, model_kind="image",
             body=lambda m: {"model": m, "prompt": "a dot", "n": 1, "size": "1024x1024",
                             "quality": "low"},
-            default=False, heavy=True, azure_deployment=True,
+            default=False, heavy=True, providers=("openai", "azure"), azure_deployment=True,
         ),
     )
 }
 
-DEFAULT_PROBES: tuple[str, ...] = tuple(p.name for p in CATALOGUE.values() if p.default)
+
+def default_probes(provider: str, heavy: bool) -> tuple[str, ...]:
+    """What a target probes when it names no probes.
+
+    openai: every default probe. azure: the deployment probes (chat, embeddings) plus
+    models. openai_compatible: chat, responses, embeddings, models. With heavy, the heavy
+    probes the provider offers (images) are added.
+    """
+    return tuple(name for name, p in CATALOGUE.items()
+                 if provider in p.providers and (p.default or (heavy and p.heavy)))

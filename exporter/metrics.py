@@ -3,12 +3,14 @@
 The values come from probes the exporter runs on its own timer, not from the
 scrape: each probe costs tokens and rate limit, and several Prometheus replicas
 scraping would multiply that. HELP texts say so, and no sample carries a timestamp.
+No *_created series either: prometheus_client's switch for them is process-wide, so
+main() turns them off, not an import of this module.
 """
 
 from __future__ import annotations
 
 import threading
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import __version__
 from .catalogue import CATALOGUE
@@ -17,9 +19,6 @@ from .settings import Settings
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 20, 30, 60)
 _FROM_PROBES = " (from scheduled probes, not measured at scrape time)."
-
-# *_created series would double the series count and no dashboard reads them.
-disable_created_metrics()
 
 
 class ExporterMetrics:

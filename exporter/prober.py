@@ -1,4 +1,10 @@
-"""Run one probe: one HTTP call, classified into one ProbeResult.
+"""Run one probe: send -> read -> classify, into one ProbeResult.
+
+send builds the request from the catalogue entry and returns once the response headers
+are in; read hands the body to the reader the probe names (exporter/readers.py), or reads
+an error answer's body; classify turns the transport failure, the status or the
+reading's verdict into one error_type and message (exporter/errors.py). One place,
+``_result``, builds the ProbeResult, redacting the message.
 
 Probes never retry: a probe measures one attempt, and a retry would hide exactly
 the failure the exporter exists to show. Redirects are not followed either, so a
@@ -8,68 +14,23 @@ credential can never travel to another origin.
 from __future__ import annotations
 
 import json
-import logging
-import re
 import threading
 import time
-from typing import Any, Mapping
+from typing import Mapping, NamedTuple
 
 import requests
-import urllib3
 
 from . import __version__
-from .catalogue import CATALOGUE, Probe, ResponseFailed, ShapeError
+from .catalogue import CATALOGUE, Probe
 from .durations import parse_duration
+from .errors import http_error, transport_error
+from .pricing import PriceTable
+from .readers import READERS, ProbeClock, Reading, read_error
 from .redact import redact
 from .result import ProbeResult, RateLimits
 from .settings import TargetSettings
 
-log = logging.getLogger("exporter.prober")
-
 MAX_MESSAGE_CHARS = 300
-MAX_BODY_BYTES = 4 * 1024 * 1024  # a probe answer is tiny; anything bigger is broken
-
-# 429 codes that need a human (billing, spend caps): retrying never helps.
-QUOTA_CODES = frozenset({
-    "insufficient_quota",
-    "credit_balance_exhausted",
-    "project_spend_limit_exceeded",
-    "organization_spend_limit_exceeded",
-    "organization_usage_limit_exceeded",
-    "billing_hard_limit_reached",
-})
-
-_TITLE = re.compile(rb"<title>\s*(.*?)\s*</title>", re.I | re.S)
-
-
-class _Deadline(Exception):
-    """The whole call took longer than the probe timeout."""
-
-
-def classify_status(status: int, error: Mapping[str, Any]) -> str:
-    """Map an HTTP error status (and the OpenAI error object, if any) to an error_type."""
-    code = error.get("code")
-    code = code.lower() if isinstance(code, str) else code
-    etype = error.get("type")
-    if status == 429:
-        if code in QUOTA_CODES or etype == "insufficient_quota":
-            return "quota_exceeded"
-        return "rate_limited"
-    if status == 401:
-        return "unauthorized"
-    if status == 403:
-        return "forbidden"
-    if status in (404, 410):
-        return "not_found"
-    if status == 408:
-        return "timeout"
-    if status in (502, 503, 504) or 520 <= status <= 524:
-        return "provider_unavailable"
-    if status >= 500:
-        return "provider_error"
-    if 300 <= status < 400:
-        return "invalid_response"
-    return "bad_request"
 
 
 def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits:
@@ -100,32 +61,23 @@ def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits:
     )
 
 
-def _error_object(body: bytes) -> dict[str, Any]:
-    """The OpenAI error envelope, tolerating vLLM's string `error` and non-JSON bodies."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return {}
-    if not isinstance(doc, dict):
-        return {}
-    err = doc.get("error")
-    if isinstance(err, dict):
-        return err
-    if isinstance(err, str):
-        return {"message": err}
-    if "message" in doc:  # vLLM's older {"object":"error","message":...}
-        return doc
-    return {}
+def classify(status: int | None, reading: Reading, failure: requests.RequestException | None,
+             timeout: float) -> tuple[str, str]:
+    """error_type and message of one probe: the transfer's failure if there was one, else
+    the answer's status, else what the reader found in the body."""
+    if failure is not None:
+        return transport_error(failure, timeout)
+    if status is not None and not 200 <= status < 300:
+        return http_error(status, reading.body)
+    return reading.error_type, reading.message
 
 
-def _error_text(status: int, body: bytes, error: Mapping[str, Any]) -> str:
-    message = error.get("message")
-    if isinstance(message, str) and message:
-        return f"HTTP {status}: {message}"
-    title = _TITLE.search(body[:4096])
-    if title:
-        return f"HTTP {status}: {title.group(1).decode('utf-8', 'replace')}"
-    return f"HTTP {status}"
+class _Request(NamedTuple):
+    method: str
+    url: str
+    params: dict[str, str]
+    data: bytes | None
+    headers: dict[str, str]
 
 
 class Prober:
@@ -137,15 +89,16 @@ class Prober:
         target: TargetSettings,
         *,
         timeout_seconds: float,
-        prices: Mapping[str, Mapping[str, float]] | None = None,
+        prices: PriceTable | Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout_seconds
-        self.prices = prices or {}
+        # main() passes the process's one PriceTable; a plain mapping (tests, benchmarks)
+        # gets a table of its own.
+        self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices or {})
         self._secrets = tuple(s for s in (target.api_key,) if s)
         self._sessions: dict[str, requests.Session] = {}
         self._lock = threading.Lock()
-        self._warned_models: set[str] = set()
 
     # -- request building ---------------------------------------------------------
 
@@ -193,114 +146,60 @@ class Prober:
 
     # -- the probe ------------------------------------------------------------------
 
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
-        if not model or (input_tokens == 0 and output_tokens == 0):
-            return 0.0
-        price = self.prices.get(model)
-        if price is None:
-            if model not in self._warned_models:
-                self._warned_models.add(model)
-                log.warning(
-                    "no price for model %r: its probes add no cost; add it under `prices:` "
-                    "in the config file", model,
-                )
-            return 0.0
-        return (input_tokens * price.get("input", 0.0)
-                + output_tokens * price.get("output", 0.0)) / 1_000_000
-
     def run(self, endpoint: str) -> ProbeResult:
         """Probe `endpoint` once. Never raises for anything the network or upstream does."""
         probe = CATALOGUE[endpoint]
         model = self.target.model_for(endpoint)
-        url, params = self.url_for(probe)
-        body = json.dumps(probe.body(model)).encode() if probe.body else None
-        headers = self.headers_for(probe)
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-
+        request = self._request(probe, model)
         started_at = time.time()
-        t0 = time.perf_counter()
+        clock = ProbeClock.start(self.timeout)
         status: int | None = None
-        raw = b""
-        resp_headers: Mapping[str, str] = {}
+        headers: Mapping[str, str] = {}
+        reading = Reading()
+        failure: requests.RequestException | None = None
         try:
-            resp = self._session(endpoint).request(
-                probe.method, url, params=params, data=body, headers=headers,
-                timeout=(self.timeout, self.timeout), allow_redirects=False, stream=True,
-            )
-            status, resp_headers = resp.status_code, resp.headers
-            raw = self._read_body(resp, t0)
-        except (requests.Timeout, _Deadline) as exc:
-            return self._result(
-                probe, model, started_at, time.perf_counter() - t0, error_type="timeout",
-                http_status=status, headers=resp_headers, nbytes=len(raw),
-                message=f"timed out after {self.timeout:g}s ({type(exc).__name__})")
-        except requests.RequestException as exc:
-            return self._result(
-                probe, model, started_at, time.perf_counter() - t0, error_type="network",
-                http_status=status, headers=resp_headers, nbytes=len(raw),
-                message=_network_message(exc))
-        duration = time.perf_counter() - t0
+            resp = self._send(probe, request)
+            status, headers = resp.status_code, resp.headers
+            reading = self._read(probe, resp, clock)
+        except requests.RequestException as exc:  # the probe deadline is one too
+            failure = exc
+        duration = clock.elapsed()
+        error_type, message = classify(status, reading, failure, self.timeout)
+        return self._result(probe, model, started_at, duration, error_type=error_type,
+                            http_status=status, message=message, headers=headers,
+                            reading=reading)
 
-        if not 200 <= status < 300:
-            error = _error_object(raw)
-            return self._result(
-                probe, model, started_at, duration, error_type=classify_status(status, error),
-                http_status=status, message=_error_text(status, raw, error),
-                headers=resp_headers, nbytes=len(raw),
-            )
+    def _request(self, probe: Probe, model: str) -> _Request:
+        url, params = self.url_for(probe)
+        data = json.dumps(probe.body(model)).encode() if probe.body else None
+        headers = self.headers_for(probe)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        return _Request(probe.method, url, params, data, headers)
 
-        error_type, message, usage = "none", "", (0, 0, 0)
-        content_type = resp_headers.get("content-type", "")
-        if "json" not in content_type.lower():
-            error_type, message = "invalid_response", (
-                f"HTTP {status} with content-type {content_type[:60]!r}, expected JSON")
-        else:
-            try:
-                usage = probe.check(json.loads(raw))
-            except ResponseFailed as exc:
-                error_type = "rate_limited" if exc.code == "rate_limit_exceeded" else "provider_error"
-                message = f"HTTP {status}: {exc}"
-            except (ValueError, ShapeError) as exc:
-                # json.JSONDecodeError and UnicodeDecodeError are ValueErrors.
-                error_type, message = "invalid_response", f"HTTP {status}: {_short(exc)}"
-        return self._result(
-            probe, model, started_at, duration, error_type=error_type, http_status=status,
-            message=message, headers=resp_headers, nbytes=len(raw), usage=usage,
+    def _send(self, probe: Probe, request: _Request) -> requests.Response:
+        """Send; returns as soon as the response headers are in, the body still unread."""
+        return self._session(probe.name).request(
+            request.method, request.url, params=request.params, data=request.data,
+            headers=request.headers, timeout=(self.timeout, self.timeout),
+            allow_redirects=False, stream=True,
         )
 
-    def _read_body(self, resp: requests.Response, t0: float) -> bytes:
-        """Read the body, cutting it at the probe deadline: requests' timeout bounds
-        each socket read, not the whole transfer, so a trickling body needs this.
-        read1 returns as soon as any bytes arrive, so the deadline is checked often."""
-        chunks, size = [], 0
+    def _read(self, probe: Probe, resp: requests.Response, clock: ProbeClock) -> Reading:
+        """A 2xx body through the probe's reader; any other answer's body as an error."""
         try:
-            while True:
-                try:
-                    chunk = resp.raw.read1(16 * 1024, decode_content=True)
-                except urllib3.exceptions.ReadTimeoutError as exc:  # a stalled body: timeout
-                    raise requests.ReadTimeout(exc) from exc
-                except (urllib3.exceptions.HTTPError, OSError) as exc:
-                    raise requests.ConnectionError(exc) from exc
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-                if time.perf_counter() - t0 > self.timeout:
-                    raise _Deadline()
-                if size > MAX_BODY_BYTES:
-                    break
+            if 200 <= resp.status_code < 300:
+                return READERS[probe.reader](resp, probe, clock)
+            return read_error(resp, clock)
         finally:
             resp.close()
-        return b"".join(chunks)
 
     def _result(self, probe: Probe, model: str, started_at: float, duration: float, *,
                 error_type: str, http_status: int | None, message: str,
-                headers: Mapping[str, str], nbytes: int,
-                usage: tuple[int, int, int] = (0, 0, 0)) -> ProbeResult:
+                headers: Mapping[str, str], reading: Reading) -> ProbeResult:
         """The ProbeResult of one run; request id and rate limits come from `headers`
         (empty when no response arrived)."""
-        input_tokens, output_tokens, total_tokens = usage
+        input_tokens, output_tokens, total_tokens = reading.usage
         return ProbeResult(
             target=self.target.name,
             region=self.target.region,
@@ -316,35 +215,10 @@ class Prober:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             total_tokens=total_tokens,
-            response_bytes=nbytes,
-            cost_usd=self.cost(model, input_tokens, output_tokens),
+            response_bytes=reading.nbytes,
+            cost_usd=self.prices.cost(model, input_tokens, output_tokens),
             rate_limits=parse_rate_limits(headers),
         )
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-
-
-def _network_message(exc: requests.RequestException) -> str:
-    """A short, stable description: requests' messages embed object reprs and URLs."""
-    text = str(exc)
-    for needle, label in (
-        ("Connection refused", "connection refused"),
-        ("Name or service not known", "DNS lookup failed"),
-        ("nodename nor servname", "DNS lookup failed"),
-        ("Temporary failure in name resolution", "DNS lookup failed"),
-        ("Failed to resolve", "DNS lookup failed"),
-        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate verification failed"),
-        ("Connection reset", "connection reset by peer"),
-        ("Connection aborted", "connection aborted"),
-        ("IncompleteRead", "connection closed mid-body"),
-        ("Connection broken", "connection closed mid-body"),
-        ("RemoteDisconnected", "connection closed before a response"),
-    ):
-        if needle in text:
-            return label
-    return f"{type(exc).__name__}"
 
 
 def _bounded_id(value: str) -> str:

@@ -5,15 +5,29 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from prometheus_client import generate_latest
+import requests
+from prometheus_client import (
+    disable_created_metrics, enable_created_metrics, generate_latest,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics import ExporterMetrics
 from exporter.result import ProbeResult, RateLimits
 from exporter.settings import Settings, TargetSettings
+from tests.conftest import clean_env
+from tests.test_main import Daemon
 from tests.tools import require_tool
 
 T = dict(target="openai", region="us-west-1")
+
+
+@pytest.fixture(autouse=True)
+def _as_in_main():
+    """What main() does for the process before it builds ExporterMetrics (the switch is
+    process-wide, so it is put back for the tests that follow)."""
+    disable_created_metrics()
+    yield
+    enable_created_metrics()
 
 
 def result(**kw) -> ProbeResult:
@@ -106,6 +120,20 @@ def test_no_created_series_and_no_timestamps():
     assert "_created" not in text
     samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
     assert samples and all(s.timestamp is None for s in samples)
+
+
+def test_the_daemon_serves_no_created_series():
+    enable_created_metrics()  # as in a fresh process: main() must switch them off itself
+    d = Daemon(clean_env(DEMO="1", PROBE_INTERVAL_SEC="60"))
+    try:
+        d.wait_ready()
+        text = requests.get(d.url + "/metrics", timeout=5).text
+    finally:
+        d.stop()
+    # configure() pre-creates the counters and histograms, each of which has a _created
+    assert 'openai_requests_total{' in text and "openai_request_duration_seconds_count{" in text
+    assert "_created" not in text
+
 
 def test_promtool_check_metrics_is_clean():
     promtool = require_tool("promtool")

@@ -9,8 +9,10 @@ import requests
 import responses
 
 from exporter.durations import parse_duration
-from exporter.prober import Prober, classify_status, parse_rate_limits
+from exporter.errors import classify_status
+from exporter.prober import Prober, parse_rate_limits
 from exporter.redact import redact
+from exporter.result import RateLimits
 from exporter.settings import TargetSettings
 
 CANARY = "sk-canary-Zq8rT3vB9xW2mN5kL7pJ"
@@ -111,7 +113,7 @@ def test_rate_limit_headers_unknown_values_are_none():
     lim = parse_rate_limits({"x-ratelimit-remaining-tokens": "-1",  # Azure "unknown"
                              "x-ratelimit-limit-tokens": "lots",
                              "x-ratelimit-reset-tokens": "soon"})
-    assert lim.is_empty()
+    assert lim == RateLimits()  # every field None
 
 
 CHAT_OK = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [
@@ -254,7 +256,7 @@ def test_compatible_target_without_key_sends_no_authorization():
 def test_unknown_model_price_warns_once(caplog):
     responses.post("https://api.test/v1/chat/completions", json=CHAT_OK)
     p = Prober(target(models={"chat": "mystery-model"}), timeout_seconds=5, prices=PRICES)
-    with caplog.at_level("WARNING", logger="exporter.prober"):
+    with caplog.at_level("WARNING", logger="exporter.pricing"):
         assert p.run("chat").cost_usd == 0 and p.run("chat").cost_usd == 0
     assert [r.message for r in caplog.records].count(
         "no price for model 'mystery-model': its probes add no cost; add it under `prices:` "

@@ -1,0 +1,63 @@
+"""The objects load() returns (Settings, TargetSettings) and the one error it raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..catalogue import CATALOGUE
+
+
+class ConfigError(Exception):
+    """A bad setting. str(err) is one readable line naming the setting and what is allowed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split("\n")))
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    name: str  # label value, [a-zA-Z0-9_.-]+
+    provider: str  # openai | azure | openai_compatible
+    base_url: str  # no trailing slash
+    api_key: str = field(default="", repr=False)  # the resolved secret; never printed
+    api_key_env: str = "OPENAI_API_KEY"  # "" for an openai_compatible target without a key
+    region: str = "us-west-1"
+    # model per model_kind in the catalogue: chat, embeddings, moderation, image
+    # (for azure: the deployment name)
+    models: dict[str, str] = field(default_factory=dict)
+    probes: tuple[str, ...] = ()  # enabled probe keys, in catalogue order
+    headers: dict[str, str] = field(default_factory=dict)  # extra request headers
+    org_id: str = ""
+    project_id: str = ""
+    api_version: str = ""  # azure only
+
+    def model_for(self, endpoint: str) -> str:
+        """The model (azure: deployment) a probe of `endpoint` names; "" for probes that
+        take no model (models, files, ...)."""
+        kind = CATALOGUE[endpoint].model_kind
+        return self.models.get(kind, "") if kind else ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    targets: tuple[TargetSettings, ...]
+    interval_seconds: float = 60.0
+    timeout_seconds: float = 12.0
+    mode: str = "roundrobin"  # roundrobin | all
+    heavy: bool = False
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 9188
+    log_level: str = "INFO"
+    log_format: str = "json"  # json | text
+    demo: bool = False  # no key: probe the bundled fake upstream
+    max_workers: int = 8
+    # USD per 1M tokens: {model: {"input": x, "output": y}}; shipped table merged with YAML
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    # history (issue 3)
+    enable_db: bool = False
+    db_file: str = "data.db"
+    history_retention_hours: float = 24.0
+    history_max_events: int = 100_000
+    web_auth_token: str = field(default="", repr=False)
+    config_file: str = ""
+    config_check: bool = False  # --config.check: main() validates, prints a summary, exits 0

@@ -1,0 +1,280 @@
+"""Where settings come from: the table of settings, and the config file, environment and
+command-line layers it drives (each layer: {key: (parsed value, where the user set it)})."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from .. import __version__
+from ..catalogue import CATALOGUE, MODEL_ENV
+from ..pricing import PriceError, parse_prices, shipped_prices
+from .parsers import (
+    _bad, _bool, _enum, _hours, _identifier, _int_range, _listen, _log_level, _milliseconds,
+    _model, _plain_seconds, _probe_list, _region, _seconds, _secret, _show, _text, _url,
+)
+from .schema import ConfigError, Settings, TargetSettings
+
+MODES = ("roundrobin", "all")
+LOG_FORMATS = ("json", "text")
+
+TOP_KEYS = ("interval", "timeout", "mode", "heavy", "region", "listen_address", "log_level",
+            "log_format", "max_workers", "prices", "history", "targets")
+HISTORY_KEYS = ("enable_db", "db_file", "retention_hours", "max_events")
+
+_SECRETISH = re.compile(
+    r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd|authorization|bearer|credentials?)"
+    r"($|[_-])", re.I)
+
+
+# -- the table of global settings: where each one can be set ------------------------------
+
+@dataclass(frozen=True)
+class _Spec:
+    key: str  # internal name; mostly the Settings field
+    yaml: str | None  # path in the config file ("history.db_file")
+    env: str | None
+    flag: str | None  # "--probe.interval"; dest is derived from it
+    parse: Callable[[Any, str], Any]
+    env_parse: Callable[[Any, str], Any] | None = None  # when the env var has its own unit
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace(".", "_").replace("-", "_")
+
+
+_SPECS: tuple[_Spec, ...] = (
+    _Spec("interval_seconds", "interval", "PROBE_INTERVAL_SEC", "--probe.interval", _seconds,
+          _plain_seconds),
+    _Spec("timeout_seconds", "timeout", "HTTP_TIMEOUT_MS", "--probe.timeout", _seconds,
+          _milliseconds),
+    _Spec("mode", "mode", "PROBE_MODE", "--probe.mode", _enum(MODES)),
+    _Spec("heavy", "heavy", "PROBE_HEAVY", "--probe.heavy", _bool),
+    _Spec("region", "region", "PROBE_REGION", None, _region),
+    _Spec("listen", "listen_address", "LISTEN_ADDRESS", "--web.listen-address", _listen),
+    _Spec("log_level", "log_level", "LOG_LEVEL", "--log.level", _log_level),
+    _Spec("log_format", "log_format", "LOG_FORMAT", "--log.format", _enum(LOG_FORMATS)),
+    _Spec("max_workers", "max_workers", "PROBE_MAX_WORKERS", None, _int_range(1, 64)),
+    _Spec("enable_db", "history.enable_db", "ENABLE_DB", None, _bool),
+    _Spec("db_file", "history.db_file", "DB_FILE", None, _text),
+    _Spec("history_retention_hours", "history.retention_hours", "HISTORY_RETENTION_HOURS",
+          None, _hours),
+    _Spec("history_max_events", "history.max_events", "HISTORY_MAX_EVENTS", None,
+          _int_range(1, None)),
+    _Spec("web_auth_token", None, "WEB_AUTH_TOKEN", None, _secret),
+    _Spec("demo", None, "DEMO", "--demo", _bool),
+    # The environment's target (see _env_target); they also fill in provider-openai file
+    # targets (see _resolve_file_target).
+    _Spec("base_url", None, "OPENAI_BASE_URL", None, _url),
+    _Spec("org_id", None, "OPENAI_ORG_ID", None, _identifier),
+    _Spec("project_id", None, "OPENAI_PROJECT_ID", None, _identifier),
+    _Spec("probes", None, "PROBE_ENDPOINTS", "--probe.endpoints", _probe_list),
+    *(_Spec(f"model.{kind}", None, env, None, _model) for kind, env in MODEL_ENV.items()),
+)
+
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(Settings)
+    if f.default is not dataclasses.MISSING
+}
+_DEFAULTS.update(region=TargetSettings.__dataclass_fields__["region"].default,
+                 listen=(_DEFAULTS["listen_host"], _DEFAULTS["listen_port"]),
+                 demo=None)  # None: decided by the demo rule in load()
+
+# Set by the user somewhere, with where: {key: (value, "PROBE_INTERVAL_SEC")}
+_Layer = dict[str, tuple[Any, str]]
+
+
+# -- command line ---------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """Prometheus-style flags. Every default is None so load() can tell "not given"."""
+    parser = argparse.ArgumentParser(
+        prog="openai-exporter", allow_abbrev=False,
+        description="Prometheus exporter that probes the OpenAI API (and Azure OpenAI or "
+                    "OpenAI-compatible servers) on a schedule.",
+        epilog="Precedence: defaults < config file < environment < flags. API keys are read "
+               "from environment variables only. Every setting: docs/configuration.md.")
+    parser.add_argument("--version", action="version", version=f"openai-exporter {__version__}")
+
+    cfg = parser.add_argument_group("configuration")
+    cfg.add_argument("--config.file", dest="config_file", metavar="PATH",
+                     help="YAML config file (targets, prices, history). Env: CONFIG_FILE. "
+                          "Default: none, one target from the OPENAI_* environment.")
+    cfg.add_argument("--config.check", dest="config_check", action="store_true",
+                     help="Validate the configuration and exit (0 if valid, 2 if not). "
+                          "Default: off.")
+
+    web = parser.add_argument_group("web")
+    web.add_argument("--web.listen-address", dest="web_listen_address", metavar="HOST:PORT",
+                     help="Address for /metrics and /status: host:port, [::]:port or :port. "
+                          "Env: LISTEN_ADDRESS. Default: 0.0.0.0:9188.")
+
+    log = parser.add_argument_group("logging")
+    log.add_argument("--log.level", dest="log_level", metavar="LEVEL",
+                     help="DEBUG, INFO, WARNING or ERROR. Env: LOG_LEVEL. Default: INFO.")
+    log.add_argument("--log.format", dest="log_format", metavar="FORMAT",
+                     help="json or text. Env: LOG_FORMAT. Default: json.")
+
+    probe = parser.add_argument_group("probing")
+    probe.add_argument("--probe.interval", dest="probe_interval", metavar="SECONDS",
+                       help="Seconds between probe rounds (or a duration such as 1m). "
+                            "Env: PROBE_INTERVAL_SEC. Default: 60.")
+    probe.add_argument("--probe.timeout", dest="probe_timeout", metavar="SECONDS",
+                       help="Per-probe timeout in seconds (or a duration such as 500ms). "
+                            "Env: HTTP_TIMEOUT_MS (milliseconds). Default: 12.")
+    probe.add_argument("--probe.mode", dest="probe_mode", metavar="MODE",
+                       help="roundrobin (one endpoint per target per interval) or all "
+                            "(every endpoint every interval). Env: PROBE_MODE. "
+                            "Default: roundrobin.")
+    probe.add_argument("--probe.endpoints", dest="probe_endpoints", metavar="LIST",
+                       help="Comma list of probe keys (" + ", ".join(CATALOGUE) + "). "
+                            "Env: PROBE_ENDPOINTS. Default: every default probe.")
+    probe.add_argument("--probe.heavy", dest="probe_heavy",
+                       action=argparse.BooleanOptionalAction,
+                       help="Allow probes that cost real money (images) and add them to the "
+                            "defaults. Env: PROBE_HEAVY. Default: off.")
+    probe.add_argument("--demo", dest="demo", action=argparse.BooleanOptionalAction,
+                       help="Probe the bundled fake upstream instead of a real API. Env: DEMO. "
+                            "Default: on when OPENAI_API_KEY and OPENAI_BASE_URL are both "
+                            "unset and the config file lists no targets.")
+    return parser
+
+
+# -- config file ----------------------------------------------------------------------------
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable: construct_mapping reports it with a line number
+            continue
+        if duplicate:
+            raise _DuplicateKey(key, key_node.start_mark.line + 1)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, name: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{name}: duplicate key {_show(exc.key)} at line {exc.line}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "cannot parse"
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{name}: invalid YAML{at}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name}: invalid YAML: {exc}") from None
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    name = f"config file {path}"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: cannot read it: not UTF-8 text") from None
+    doc = _parse_yaml(text, name)
+    if doc is None:  # an empty file: every default
+        return {}
+    if not isinstance(doc, dict):
+        raise _bad(name, "must be a mapping of settings at top level", doc)
+    return doc
+
+
+def _check_keys(mapping: dict[Any, Any], allowed: tuple[str, ...], where: str,
+                in_what: str, secret_hint: str | None) -> None:
+    for key in mapping:
+        if key in allowed:
+            continue
+        if secret_hint and isinstance(key, str) and _SECRETISH.search(key):
+            raise ConfigError(f"config file {where}{key}: {secret_hint}")
+        raise ConfigError(f"config file: unknown key {_show(key)} {in_what} "
+                          f"(allowed: {', '.join(allowed)})")
+
+
+def _file_layer(doc: dict[str, Any]) -> _Layer:
+    _check_keys(doc, TOP_KEYS, "", "at top level",
+                "secrets never go in the config file; use environment variables "
+                "(OPENAI_API_KEY or a target's api_key_env, WEB_AUTH_TOKEN)")
+    history = doc.get("history", {})
+    if history is None:
+        history = {}
+    if not isinstance(history, dict):
+        raise _bad("config file history", "must be a mapping (" + ", ".join(HISTORY_KEYS) + ")",
+                   history)
+    _check_keys(history, HISTORY_KEYS, "history.", "in history", None)
+    layer: _Layer = {}
+    for spec in _SPECS:
+        if spec.yaml is None:
+            continue
+        section, _, key = spec.yaml.rpartition(".")
+        mapping = history if section == "history" else doc
+        if key in mapping:
+            where = f"config file {spec.yaml}"
+            layer[spec.key] = (spec.parse(mapping[key], where), where)
+    return layer
+
+
+def _prices(doc: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The shipped price table with the file's `prices:` merged over it, model by model."""
+    try:
+        prices = shipped_prices()
+        prices.update(parse_prices(doc.get("prices"), "config file prices"))
+    except PriceError as exc:
+        raise ConfigError(exc.describe(_show)) from None
+    return prices
+
+
+# -- environment and flags -----------------------------------------------------------------
+
+def _env_layer(environ: Mapping[str, str]) -> _Layer:
+    layer: _Layer = {}
+    for spec in _SPECS:
+        if spec.env is None:
+            continue
+        raw = environ.get(spec.env, "")
+        if not raw.strip():  # VAR= (as compose writes an unset value) means unset
+            continue
+        layer[spec.key] = ((spec.env_parse or spec.parse)(raw, spec.env), spec.env)
+    return layer
+
+
+def _cli_layer(args: argparse.Namespace) -> _Layer:
+    layer: _Layer = {}
+    for spec in _SPECS:
+        if spec.flag is None:
+            continue
+        raw = getattr(args, _dest(spec.flag))
+        if raw is None:
+            continue
+        if isinstance(raw, bool):  # BooleanOptionalAction: --x / --no-x
+            flag = spec.flag if raw else "--no-" + spec.flag[2:]
+            layer[spec.key] = (raw, flag)
+        else:
+            layer[spec.key] = (spec.parse(raw, spec.flag), spec.flag)
+    return layer

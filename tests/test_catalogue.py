@@ -1,0 +1,35 @@
+"""The catalogue: its vocabulary is checked when a Probe is built, not when it first runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.catalogue import CATALOGUE, DEFAULT_MODELS, MODEL_ENV, MODEL_KINDS, Probe
+
+
+def _check(body):
+    return (0, 0, 0)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(providers=("openai", "bedrock")), "probe 'x': unknown provider 'bedrock'"),
+    (dict(model_kind="audio"), "probe 'x': unknown model kind 'audio'"),
+    (dict(azure_deployment=True), "probe 'x': azure_deployment without provider azure"),
+])
+def test_a_probe_naming_unknown_vocabulary_is_refused(kw, message):
+    with pytest.raises(ValueError) as info:
+        Probe("x", "GET", "/x", _check, **kw)
+    assert str(info.value) == message
+
+
+def test_every_model_kind_has_a_default_model_and_a_variable():
+    assert set(DEFAULT_MODELS) == set(MODEL_ENV) == set(MODEL_KINDS)
+    used = {p.model_kind for p in CATALOGUE.values() if p.model_kind}
+    assert used == set(MODEL_KINDS)
+
+
+def test_azure_offers_the_deployment_probes_and_models():
+    offered = [name for name, p in CATALOGUE.items() if "azure" in p.providers]
+    assert offered == ["chat", "embeddings", "models", "images"]
+    assert [n for n in offered if CATALOGUE[n].azure_deployment] == [
+        "chat", "embeddings", "images"]
