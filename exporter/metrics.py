@@ -14,10 +14,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import __version__
 from .catalogue import CATALOGUE
-from .result import ERROR_TYPES, ProbeResult
+from .result import ERROR_TYPES, PHASES, ProbeResult
 from .settings import Settings
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 20, 30, 60)
+# Time per output token: a few ms (fast small models) to a second (a stalled stream).
+TPOT_BUCKETS = (0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1)
+# Why a scheduled probe did not run (label values of openai_probe_skipped_total):
+# still_running - the previous run of the same probe had not finished (it never overlaps);
+# budget        - paid probes are paused by PROBE_BUDGET_USD_PER_DAY.
+SKIP_REASONS: tuple[str, ...] = ("still_running", "budget")
 _FROM_PROBES = " (from scheduled probes, not measured at scrape time)."
 
 
@@ -68,6 +74,26 @@ class ExporterMetrics:
             "openai_probe_last_success_timestamp_seconds",
             "Unix time the last successful probe of this endpoint finished" + _FROM_PROBES,
             ["target", "region", "endpoint"], registry=r)
+        self.ttft = Histogram(
+            "openai_time_to_first_token_seconds",
+            "Streaming probes: seconds from the start of the request to the first event that "
+            "carries content" + _FROM_PROBES,
+            ["target", "region", "endpoint", "model"], buckets=BUCKETS, registry=r)
+        self.tpot = Histogram(
+            "openai_time_per_output_token_seconds",
+            "Streaming probes: seconds per output token after the first (probes with at "
+            "least 5 output tokens)" + _FROM_PROBES,
+            ["target", "region", "endpoint", "model"], buckets=TPOT_BUCKETS, registry=r)
+        self.phase = Gauge(
+            "openai_probe_phase_seconds",
+            "Seconds the last probe of this endpoint spent in each phase: connect, tls, "
+            "server (request sent to response headers), first_token (streams), transfer"
+            + _FROM_PROBES, ["target", "region", "endpoint", "phase"], registry=r)
+        self.skipped = Counter(
+            "openai_probe_skipped",
+            "Scheduled probes that did not run, by reason (still_running: the previous run "
+            "had not finished; budget: paid probes paused by the daily budget)",
+            ["target", "endpoint", "reason"], registry=r)
         self.interval = Gauge(
             "openai_probe_interval_seconds",
             "Configured probe interval; in roundrobin mode each endpoint is probed once per "
@@ -94,6 +120,11 @@ class ExporterMetrics:
                         self.tokens.labels(*base, token_type)
                     self.cost.labels(*base)
                 self.response_bytes.labels(t.name, t.region, endpoint)
+                if CATALOGUE[endpoint].reader == "sse":
+                    self.ttft.labels(*base)
+                    self.tpot.labels(*base)
+                for reason in SKIP_REASONS:
+                    self.skipped.labels(t.name, endpoint, reason)
 
     def observe(self, result: ProbeResult) -> None:
         """Record one probe run. Safe to call from any thread."""
@@ -113,7 +144,24 @@ class ExporterMetrics:
             self.last_run.labels(r.target, r.region, r.endpoint).set(r.finished_at)
             if r.success:
                 self.last_success.labels(r.target, r.region, r.endpoint).set(r.finished_at)
+            if r.ttft_seconds is not None:
+                self.ttft.labels(*base).observe(r.ttft_seconds)
+            if r.tpot_seconds is not None:
+                self.tpot.labels(*base).observe(r.tpot_seconds)
+            if r.phases:
+                # A phase the probe did not go through (tls on http://, first_token of a
+                # JSON probe or of a stream cut before content) took 0 s: a stacked chart
+                # of the phases then adds up to this probe, not to a mix of probes.
+                for phase in PHASES:
+                    self.phase.labels(r.target, r.region, r.endpoint, phase).set(
+                        r.phases.get(phase, 0.0))
             self._observe_rate_limits(r)
+
+    def skip(self, target: str, endpoint: str, reason: str) -> None:
+        """Count one scheduled probe that did not run; `reason` is one of SKIP_REASONS."""
+        if reason not in SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}; known: {', '.join(SKIP_REASONS)}")
+        self.skipped.labels(target, endpoint, reason).inc()
 
     def _observe_rate_limits(self, r: ProbeResult) -> None:
         # Model-less endpoints (models, files, ...) share the org-wide limits upstream,

@@ -6,7 +6,9 @@ three can never disagree about what a probe saw.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Mapping
 
 # Closed set: these are label values, so they must stay bounded (DESIGN.md).
 ERROR_TYPES: tuple[str, ...] = (
@@ -22,7 +24,13 @@ ERROR_TYPES: tuple[str, ...] = (
     "provider_error",
     "provider_unavailable",
     "invalid_response",
+    "stream_interrupted",  # a stream that ended before its terminal event
 )
+
+# The phases of one probe, consecutive segments of its duration (docs/decisions.md):
+# connect, TLS handshake, server (request sent -> response headers), first_token (streams:
+# headers -> first content event), transfer (the rest of the body).
+PHASES: tuple[str, ...] = ("connect", "tls", "server", "first_token", "transfer")
 
 STATUS_SUCCESS = "success"
 STATUS_ERROR = "error"
@@ -64,12 +72,25 @@ class ProbeResult:
     response_bytes: int = 0
     cost_usd: float = 0.0
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    # Streaming probes only (None otherwise, or when the stream carried no content):
+    # start -> first content event, and seconds per output token after the first.
+    ttft_seconds: float | None = None
+    tpot_seconds: float | None = None
+    # Seconds per phase (PHASES) of this probe; empty when it was not timed by phase.
+    phases: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.error_type not in ERROR_TYPES:
             raise ValueError(f"unknown error_type {self.error_type!r}")
         if self.success != (self.error_type == "none"):
             raise ValueError("success must be True exactly when error_type is 'none'")
+        for name, value in (("ttft_seconds", self.ttft_seconds),
+                            ("tpot_seconds", self.tpot_seconds), *self.phases.items()):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        unknown = set(self.phases) - set(PHASES)
+        if unknown:
+            raise ValueError(f"unknown phase(s) {sorted(unknown)}; known: {', '.join(PHASES)}")
 
     @property
     def status(self) -> str:

@@ -142,6 +142,66 @@ def test_promtool_check_metrics_is_clean():
     m.observe(result(input_tokens=1, output_tokens=1, total_tokens=2, cost_usd=1e-6,
                      rate_limits=RateLimits(requests_limit=1, tokens_reset_seconds=1)))
     m.observe(result(success=False, error_type="timeout"))
+    m.observe(result(ttft_seconds=0.3, tpot_seconds=0.01,
+                     phases={"connect": 0.001, "tls": 0.002, "server": 0.2}))
+    m.skip("openai", "chat", "still_running")
     proc = subprocess.run([promtool, "check", "metrics"], input=generate_latest(m.registry),
                           capture_output=True, timeout=30)
     assert proc.returncode == 0 and proc.stdout == b"" and proc.stderr == b"", proc
+
+
+def test_stream_figures_and_phases():
+    m = ExporterMetrics()
+    m.observe(result(endpoint="chat", ttft_seconds=0.31, tpot_seconds=0.012,
+                     phases={"connect": 0.002, "tls": 0.01, "server": 0.2, "transfer": 0.05}))
+    g = m.registry.get_sample_value
+    lab = dict(T, endpoint="chat", model="gpt-4o-mini")
+    assert g("openai_time_to_first_token_seconds_count", lab) == 1
+    assert g("openai_time_to_first_token_seconds_sum", lab) == pytest.approx(0.31)
+    assert g("openai_time_to_first_token_seconds_bucket", dict(lab, le="0.5")) == 1
+    assert g("openai_time_to_first_token_seconds_bucket", dict(lab, le="0.25")) == 0
+    assert g("openai_time_per_output_token_seconds_bucket", dict(lab, le="0.015")) == 1
+    assert g("openai_time_per_output_token_seconds_bucket", dict(lab, le="0.01")) == 0
+    ph = dict(T, endpoint="chat")
+    assert g("openai_probe_phase_seconds", dict(ph, phase="server")) == pytest.approx(0.2)
+    # a phase the probe did not go through reads 0, not the value of an older probe
+    assert g("openai_probe_phase_seconds", dict(ph, phase="first_token")) == 0
+    m.observe(result(endpoint="chat", phases={"connect": 0.001, "server": 0.1}))
+    assert g("openai_probe_phase_seconds", dict(ph, phase="tls")) == 0
+    assert g("openai_probe_phase_seconds", dict(ph, phase="server")) == pytest.approx(0.1)
+    # a probe that was not timed by phase leaves the last probe's phases
+    m.observe(result(endpoint="chat"))
+    assert g("openai_probe_phase_seconds", dict(ph, phase="server")) == pytest.approx(0.1)
+    # without stream figures the stream histograms are not touched
+    assert g("openai_time_to_first_token_seconds_count", lab) == 1
+
+
+@pytest.mark.parametrize("bad", [
+    dict(ttft_seconds=-0.1), dict(tpot_seconds=float("nan")), dict(ttft_seconds=float("inf")),
+    dict(phases={"server": -1.0}), dict(phases={"dns": 0.1}),
+])
+def test_probe_result_refuses_impossible_stream_figures(bad):
+    with pytest.raises(ValueError):
+        result(**bad)
+
+
+def test_skipped_probes_by_reason():
+    m = ExporterMetrics()
+    m.configure(settings())
+    g = m.registry.get_sample_value
+    for reason in ("still_running", "budget"):
+        assert g("openai_probe_skipped_total", dict(target="openai", endpoint="models",
+                                                    reason=reason)) == 0
+    m.skip("openai", "chat", "still_running")
+    assert g("openai_probe_skipped_total", dict(target="openai", endpoint="chat",
+                                                reason="still_running")) == 1
+    with pytest.raises(ValueError):
+        m.skip("openai", "chat", "because")
+
+
+def test_configure_precreates_stream_interrupted():
+    m = ExporterMetrics()
+    m.configure(settings())
+    assert m.registry.get_sample_value("openai_requests_total", dict(
+        T, endpoint="chat", model="gpt-4o-mini", status="error",
+        error_type="stream_interrupted")) == 0
