@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP_RUN  = $(VENV)/.installed-run
 STAMP_TEST = $(VENV)/.installed-test
 
-.PHONY: run test demo bench clean
+.PHONY: run test lint demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ $(STAMP_TEST): pyproject.toml | $(PY)
 run: $(STAMP_RUN)
 	$(PY) -m exporter $(ARGS)
 
-test: $(STAMP_TEST)
+# make test runs lint first: ruff (pyflakes, bugbear, pyupgrade, simplify) and mypy.
+lint: $(STAMP_TEST)
+	$(PY) -m ruff check exporter tests bench
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP_TEST)

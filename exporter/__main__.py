@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from prometheus_client import disable_created_metrics
 
@@ -21,12 +22,15 @@ from .settings import ConfigError, Settings, load, redacted
 from .status_api import StatusApp
 from .web import make_app, serve
 
+if TYPE_CHECKING:  # the fake is imported only when the demo runs
+    from .fake import FakeUpstream
+
 log = logging.getLogger("exporter")
 
 DEMO_KEY = "sk-demo-not-a-real-key"
 
 
-def _start_demo(settings: Settings):
+def _start_demo(settings: Settings) -> tuple[FakeUpstream, Settings]:
     """Key-less demo: start the bundled fake upstream (chaos profile) on loopback and
     point the single target at it."""
     from .fake import FakeUpstream

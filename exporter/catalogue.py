@@ -1,7 +1,8 @@
 """The probe catalogue: one declarative table, one entry per endpoint, and its vocabulary.
 
 Adding a probe means adding one ``Probe`` to ``CATALOGUE`` (and, for a body read in a
-new way, a reader in exporter/readers.py). Every request is tiny and deterministic, so a probe costs a handful of tokens at most. The words the rest of the exporter uses about
+new way, a reader in exporter/readers.py). Every request is tiny and deterministic, so a
+probe costs a handful of tokens at most. The words the rest of the exporter uses about
 probes live here too: the providers, the model kinds a probe can name, the default model
 of each kind and the environment variable that overrides it, and which probes a target
 runs by default. Settings import them; nothing redefines them.
@@ -10,7 +11,8 @@ runs by default. Settings import them; nothing redefines them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 Json = Any
 Usage = tuple[int, int, int]  # input, output, total

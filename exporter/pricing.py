@@ -19,7 +19,8 @@ import logging
 import math
 import threading
 from importlib import resources
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import yaml
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
+from collections.abc import Mapping
 
 import requests
 

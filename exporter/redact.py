@@ -9,7 +9,7 @@ or an HTTP answer.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 MASK = "***"
 

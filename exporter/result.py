@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
 # Closed set: these are label values, so they must stay bounded (DESIGN.md).
 ERROR_TYPES: tuple[str, ...] = (

@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -29,7 +29,8 @@ Sink = Callable[[ProbeResult], None]
 
 
 class ProbeLoop:
-    def __init__(self, settings: Settings, probers: Iterable[Prober], sinks: Iterable[Sink]) -> None:
+    def __init__(self, settings: Settings, probers: Iterable[Prober],
+                 sinks: Iterable[Sink]) -> None:
         self.settings = settings
         self.probers = list(probers)
         self.sinks = list(sinks)
@@ -66,7 +67,7 @@ class ProbeLoop:
         for prober in self.probers:
             prober.close()
 
-    def run_next(self, prober: Prober) -> ProbeResult:
+    def run_next(self, prober: Prober) -> ProbeResult | None:
         with self._cycle_lock:
             endpoint = next(self._cycles[prober.target.name])
         return self.run_one(prober, endpoint)

@@ -32,7 +32,8 @@ import sys
 from array import array
 from bisect import bisect_left
 from itertools import accumulate
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 # 0.5 %: half the 1 % the issue asks for, so float rounding at bucket edges never
 # pushes an answer over the bound. The cost is ~2x more buckets: a few dozen to a few
@@ -291,7 +292,8 @@ class _Parsed:
             counts = _u32_array(self.data[off:off + 4 * self.n])
             return {self.lo + i: c for i, c in enumerate(counts) if c}
         keys = struct.unpack_from(f"<{self.n}i", self.data, off)
-        return dict(zip(keys, _u32_array(self.data[off + 4 * self.n:off + 8 * self.n])))
+        return dict(zip(keys, _u32_array(self.data[off + 4 * self.n:off + 8 * self.n]),
+                        strict=True))
 
     def packed(self) -> tuple[int, int, int]:
         """(lowest key, highest key, counts as one integer, 32 bits per key from lo)."""
@@ -303,7 +305,8 @@ class _Parsed:
         counts = _u32_array(self.data[off + 4 * self.n:off + 8 * self.n])
         lo = keys[0]
         total = 0
-        for k, c in zip(keys, counts):  # few: sparse means under a quarter of the range
+        # Few: sparse means under a quarter of the range.
+        for k, c in zip(keys, counts, strict=True):
             total |= c << (_FIELD_BITS * (k - lo))
         return lo, keys[-1], total
 

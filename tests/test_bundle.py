@@ -133,7 +133,7 @@ def test_contract_matches_the_exporter() -> None:
             exposed.update(family.name + s for s in ("_bucket", "_sum", "_count"))
         else:
             exposed.add(family.name)
-    assert CONTRACT <= exposed, f"not exposed by the exporter: {sorted(CONTRACT - exposed)}"
+    assert exposed >= CONTRACT, f"not exposed by the exporter: {sorted(CONTRACT - exposed)}"
 
 
 # -- Grafana ----------------------------------------------------------------------------
@@ -341,7 +341,8 @@ def test_kubernetes_manifests_fit_together() -> None:
     pod = deploy["spec"]["template"]
     assert deploy["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (monitor["spec"]["selector"]["matchLabels"].items()
+            <= service["metadata"]["labels"].items())
     # The Service name is the scrape job, which OpenAIExporterDown selects.
     assert service["metadata"]["name"] == "openai-exporter"
     assert 'job="openai-exporter"' in ALERTS.read_text()

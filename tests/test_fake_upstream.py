@@ -812,4 +812,5 @@ def test_injected_client_errors_fit_the_endpoint(fake: FakeUpstream, endpoint: s
         assert err["code"] == "model_not_found" and "The model `" in err["message"]
     else:
         path = ENDPOINTS[endpoint][1]
-        assert (err["code"], err["message"]) == (None, f"Invalid URL ({ENDPOINTS[endpoint][0]} {path})")
+        assert (err["code"], err["message"]) == (
+            None, f"Invalid URL ({ENDPOINTS[endpoint][0]} {path})")

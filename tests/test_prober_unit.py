@@ -207,7 +207,8 @@ def test_html_502_message_uses_title():
 
 @responses.activate
 def test_vllm_string_error_body():
-    responses.post("https://api.test/v1/chat/completions", status=401, json={"error": "Unauthorized"})
+    responses.post("https://api.test/v1/chat/completions", status=401,
+                   json={"error": "Unauthorized"})
     r = Prober(target(provider="openai_compatible"), timeout_seconds=5).run("chat")
     assert r.error_type == "unauthorized" and r.error_message == "HTTP 401: Unauthorized"
 

@@ -637,7 +637,7 @@ def test_default_probes_per_provider(provider, heavy, want):
 def test_azure_heavy_needs_image_deployment(tmp_path):
     argv = write(tmp_path, "heavy: true\ntargets:\n" + AZURE)
     assert error_of(argv, {"AZ": "k"}) == (
-        f"config file targets[0].models.image: required for provider azure by probe 'images' "
+        "config file targets[0].models.image: required for provider azure by probe 'images' "
         "(the deployment name)")
 
 

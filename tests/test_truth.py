@@ -21,7 +21,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -47,7 +47,8 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def _wait(what: str, check, timeout: float, procs: list[tuple[str, subprocess.Popen, Path]]) -> None:
+def _wait(what: str, check, timeout: float,
+          procs: list[tuple[str, subprocess.Popen, Path]]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, proc, log in procs:
@@ -240,5 +241,6 @@ def test_variables_offer_the_values_the_exporter_exposes(stack: Prometheus) -> N
 
 def test_chaos_shows_up_in_the_error_panels(stack: Prometheus) -> None:
     """Chaos mode makes probes fail; the error-type query must see it, not only zeros."""
-    rows = stack.result('sum by (error_type) (increase(openai_requests_total{status="error"}[5m])) > 0')
+    rows = stack.result(
+        'sum by (error_type) (increase(openai_requests_total{status="error"}[5m])) > 0')
     assert {r["metric"]["error_type"] for r in rows} - {"none"}, rows

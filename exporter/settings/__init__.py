@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from ..catalogue import CATALOGUE, MODEL_KINDS, default_probes
 from ..pricing import shipped_prices

@@ -6,7 +6,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ..catalogue import CATALOGUE

@@ -7,7 +7,8 @@ import argparse
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import yaml
 

@@ -4,7 +4,8 @@ resolved with every default (models, probes, base URL, key)."""
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from ..catalogue import CATALOGUE, DEFAULT_MODELS, MODEL_KINDS, PROVIDERS, default_probes
