@@ -10,7 +10,7 @@ import sys
 import threading
 
 from . import __version__, logs
-from .history import open_history
+from .history import History, MemoryHistory, SchemaVersionError, SQLiteHistory, StoreOpenError
 from .metrics import ExporterMetrics
 from .prober import Prober
 from .scheduler import ProbeLoop
@@ -33,6 +33,20 @@ def _start_demo(settings: Settings):
         dataclasses.replace(t, base_url=fake.base_url, api_key=DEMO_KEY, provider="openai")
         for t in settings.targets)
     return fake, dataclasses.replace(settings, targets=targets)
+
+
+def open_history(settings: Settings) -> History:
+    """The store the settings ask for: SQLite when enable_db, else memory. Raises
+    ConfigError (one line naming DB_FILE) when the database cannot be used."""
+    if not settings.enable_db:
+        return MemoryHistory(settings.history_max_events, settings.history_retention_hours)
+    try:
+        return SQLiteHistory(settings.db_file, settings.history_retention_hours)
+    except SchemaVersionError as exc:
+        raise ConfigError(f"DB_FILE={exc.path}: history schema {exc.found}, this version "
+                          f"reads schema {exc.expected}; move the file away") from None
+    except StoreOpenError as exc:
+        raise ConfigError(f"DB_FILE={exc.path}: {exc.reason}") from None
 
 
 def run(settings: Settings, stop: threading.Event) -> int:

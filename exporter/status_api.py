@@ -27,7 +27,8 @@ from importlib import resources
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, quote
 
-from .history import TRACE_FIELDS, History, HistoryClosed, HistoryError, TraceFilter
+from .history import History, HistoryClosed, HistoryError, TraceFilter
+from .history_json import TRACE_FIELDS, event_json, histogram_json, status_json
 from .settings import Settings
 
 log = logging.getLogger("exporter.web")
@@ -223,15 +224,16 @@ class StatusApp:
                           ("X-Frame-Options", "DENY")], self._page
 
     def _status_route(self, params: dict[str, str]) -> tuple:
-        doc = self.history.status(_integer(params, "window", 60),
-                                  series=_flag(params, "series"))
+        st = self.history.status(_integer(params, "window", 60),
+                                 series=_flag(params, "series"))
+        doc = status_json(st, self.history.info())
         doc["config"] = self.probe_config
         return self._json(doc)
 
     def _histogram_route(self, params: dict[str, str]) -> tuple:
-        return self._json(self.history.latency_histogram(
+        return self._json(histogram_json(self.history.latency_histogram(
             params.get("endpoint") or None, _integer(params, "window", 60),
-            target=params.get("target") or None))
+            target=params.get("target") or None)))
 
     def _traces_route(self, params: dict[str, str]) -> tuple:
         fmt = params.get("format", "json")
@@ -245,6 +247,7 @@ class StatusApp:
             until=parse_time("until", params["until"]) if params.get("until") else None)
         page = self.history.traces(filters, _integer(params, "limit", 100),
                                    params.get("cursor") or None)
+        events = [event_json(e) for e in page.events]
 
         headers: list[tuple[str, str]] = []
         if page.next_cursor:
@@ -253,20 +256,20 @@ class StatusApp:
             link = "traces?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in nxt.items())
             headers += [("X-Next-Cursor", page.next_cursor), ("Link", f'<{link}>; rel="next"')]
         if fmt == "json":
-            return self._json({"events": page.events, "count": len(page.events),
+            return self._json({"events": events, "count": len(events),
                                "next_cursor": page.next_cursor}, extra=headers)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         if fmt == "ndjson":
-            body = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in page.events)
+            body = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
             return "200 OK", [
                 ("Content-Type", "application/x-ndjson"),
                 ("Content-Disposition", f'attachment; filename="traces-{stamp}.ndjson"'),
             ] + headers, body.encode()
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180 line ends
-        fields = list(page.events[0]) if page.events else list(TRACE_FIELDS)
+        fields = list(events[0]) if events else list(TRACE_FIELDS)
         writer.writerow(fields)
-        for e in page.events:
+        for e in events:
             writer.writerow([_csv_cell(e[f]) for f in fields])
         return "200 OK", [
             ("Content-Type", "text/csv; charset=utf-8; header=present"),

@@ -17,7 +17,7 @@ from exporter.history import MemoryHistory, TraceFilter
 from exporter.settings import Settings, redacted
 from exporter.status_api import StatusApp
 from exporter.web import make_app
-from tests.test_history import NOW, Clock, probe, synthetic
+from tests.test_history import NOW, Clock, events, probe, status_doc, synthetic
 
 CONFIG = {"interval_seconds": 60.0, "mode": "roundrobin",
           "targets": [{"name": "openai", "probes": ["chat", "models"]}]}
@@ -80,7 +80,7 @@ def test_status_default_window_and_config(app, history):
     doc = resp.json()
     assert doc["window_minutes"] == 60
     assert doc["config"] == CONFIG
-    expected = history.status(60)
+    expected = status_doc(history, 60)
     expected["config"] = CONFIG
     assert doc == json.loads(json.dumps(expected))
     assert {"overall", "endpoints", "store"} <= set(doc)
@@ -121,7 +121,7 @@ def test_traces_json_and_pagination(app, history):
         cursor = page["next_cursor"]
     everything = history.traces(TraceFilter(endpoint="chat"), limit=1000)
     rest = history.traces(TraceFilter(endpoint="chat"), limit=1000, cursor=everything.next_cursor)
-    want = [e["id"] for e in everything.events + rest.events]
+    want = [e["id"] for e in events(everything) + events(rest)]
     assert len(want) > 1000 and rest.next_cursor is None
     assert ids == want[1:]  # all of them, once, minus the one added after page 1
     assert call(app, "/traces?endpoint=models&limit=100&cursor=" + doc["next_cursor"]).code == 400
@@ -160,7 +160,7 @@ def test_traces_time_filters(app, history):
     by_unix = call(app, f"/traces?since={since:.0f}&until={until:.0f}&limit=1000").json()
     iso = call(app, "/traces?since=2027-01-15T07:00:30Z&until=2027-01-15T08:30:30%2B01:00"
                     "&limit=1000").json()
-    want = history.traces(TraceFilter(since=since, until=until), limit=1000).events
+    want = events(history.traces(TraceFilter(since=since, until=until), limit=1000))
     assert by_unix["events"] == iso["events"] == want and want
     assert all(since <= e["ts"] < until for e in want)
 
@@ -180,7 +180,7 @@ def test_traces_bad_parameters_are_400_json(app, query, needle):
 
 def test_latency_histogram_route(app, history):
     doc = call(app, "/latency_histogram?endpoint=chat&window=60").json()
-    status = history.status(60)
+    status = status_doc(history, 60)
     chat = sum(r["count"] for r in status["endpoints"] if r["endpoint"] == "chat")
     assert doc["count"] == chat and sum(b["count"] for b in doc["buckets"]) == chat
     assert [b["le"] for b in doc["buckets"]][:3] == ["0.05", "0.1", "0.25"]
