@@ -25,10 +25,11 @@ from wsgiref.util import setup_testing_defaults
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from exporter.history import History, MemoryHistory, SQLiteHistory, TraceFilter
-from exporter.result import ProbeResult
-from exporter.settings import Settings
-from exporter.status_api import StatusApp
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from exporter.history import History, MemoryHistory, SQLiteHistory, TraceFilter  # noqa: E402
+from exporter.result import ProbeResult  # noqa: E402
+from exporter.web import Router, history_routes, make_app  # noqa: E402
 
 DAY = 86_400.0
 # (endpoint, model, median latency in seconds): the 8 default probes
@@ -97,7 +98,7 @@ def exact_summary(rows: Iterable[tuple[str, str, float, int]]) -> dict:
     return out
 
 
-def wsgi_get(app: StatusApp, path: str) -> bytes:
+def wsgi_get(app: Router, path: str) -> bytes:
     path, _, query = path.partition("?")
     environ = {"PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": "GET"}
     setup_testing_defaults(environ)
@@ -109,7 +110,7 @@ def wsgi_get(app: StatusApp, path: str) -> bytes:
 
 def bench_store(label: str, store: History, baseline: Callable[[], object], repeat: int,
                 baseline_repeat: int, now: float) -> list[tuple[str, float, float | None]]:
-    app = StatusApp(store, Settings(targets=()), {})
+    app = make_app(CollectorRegistry(), history_routes(store, {}))
     gc.collect()
     status_ms = median_ms(lambda: store.status(1440, now=now), repeat)
     base_ms = median_ms(baseline, baseline_repeat)

@@ -15,8 +15,7 @@ from .metrics import ExporterMetrics
 from .prober import Prober
 from .scheduler import ProbeLoop
 from .settings import ConfigError, Settings, load, redacted
-from .status_api import StatusApp
-from .web import make_app, serve
+from .web import history_routes, make_app, serve
 
 log = logging.getLogger("exporter")
 
@@ -67,7 +66,7 @@ def run(settings: Settings, stop: threading.Event) -> int:
     probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=settings.prices)
                for t in settings.targets]
     loop = ProbeLoop(settings, probers, [metrics.observe, history.add, logs.log_probe])
-    app = make_app(metrics.registry, StatusApp(history, settings, config))
+    app = make_app(metrics.registry, history_routes(history, config), settings.web_auth_token)
     try:
         httpd, _ = serve(app, settings.listen_host, settings.listen_port)
     except OSError as exc:
@@ -85,6 +84,7 @@ def run(settings: Settings, stop: threading.Event) -> int:
     log.info("stopping")
     loop.stop()
     httpd.shutdown()
+    httpd.server_close()
     history.close()
     if fake:
         fake.stop()

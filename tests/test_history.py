@@ -29,7 +29,7 @@ from exporter.history import (
 )
 from exporter.result import ProbeResult
 from exporter.settings import ConfigError, Settings
-from exporter.history_json import event_json, histogram_json, status_json
+from exporter.web.history_json import event_json, histogram_json, status_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOW = 1_800_000_030.0  # fixed (2027-01-15), mid-minute: reproducible minute boundaries

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from .history import (
+from ..history import (
     EndpointStatus,
     Event,
     Figures,
@@ -15,7 +15,7 @@ from .history import (
     StoreInfo,
     WindowStatus,
 )
-from .result import STATUS_ERROR, STATUS_SUCCESS
+from ..result import STATUS_ERROR, STATUS_SUCCESS
 
 QUANTILES_NOTE = "nearest-rank; latency sketch relative error <= 0.5%"
 SERIES_FIELDS = ["t", "count", "p95_ms", "success_rate"]
