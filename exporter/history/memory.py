@@ -42,6 +42,7 @@ class PackedEvent(NamedTuple):
 
     @classmethod
     def pack(cls, r: ProbeResult, intern: Callable[[str], str]) -> PackedEvent:
+        """The packed form of a probe, its label strings interned."""
         numbers = _NUMBERS.pack(r.started_at, r.duration_seconds, r.cost_usd,
                                 -1 if r.http_status is None else r.http_status,
                                 r.input_tokens, r.output_tokens, r.total_tokens,
@@ -50,6 +51,7 @@ class PackedEvent(NamedTuple):
                    intern(r.model), intern(r.error_type), r.error_message, r.request_id)
 
     def unpack(self, event_id: int) -> Event:
+        """The event with its id (ids are positions in the ring, not stored)."""
         ts, dur, cost, http, inp, out, tot, nbytes = _NUMBERS.unpack(self.numbers)
         return Event(event_id, ts, self.target, self.region, self.endpoint, self.model, dur,
                      self.error_type == "none", self.error_type, None if http < 0 else http,
@@ -57,6 +59,7 @@ class PackedEvent(NamedTuple):
 
     @property
     def ts(self) -> float:
+        """Start time, Unix seconds (read without unpacking the rest)."""
         return _TS.unpack_from(self.numbers)[0]
 
 

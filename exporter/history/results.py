@@ -31,10 +31,12 @@ class Figures(NamedTuple):
 
     @property
     def errors(self) -> int:
+        """Failed probes."""
         return self.count - self.successes
 
     @property
     def success_rate(self) -> float | None:
+        """successes / count, 0..1; None without probes."""
         return ratio(self.successes, self.count)
 
 
@@ -48,6 +50,7 @@ class SeriesPoint(NamedTuple):
 
     @property
     def success_rate(self) -> float | None:
+        """successes / count, 0..1; None for a step without probes."""
         return ratio(self.successes, self.count)
 
 
