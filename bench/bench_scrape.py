@@ -1,10 +1,11 @@
 """/metrics scrape time for 10 targets x 10 endpoints, against bare prometheus_client.
 
-Three servers, same series, same loopback HTTP server, same Accept-Encoding as Prometheus
-(gzip): the exporter's app (our dispatcher in front of make_wsgi_app); the same registry
-behind a bare make_wsgi_app (what start_http_server serves: the dispatcher's cost is the
-difference); and a static custom collector returning pre-built families (the floor: what
-the live Counter/Histogram objects cost to render).
+Three servers, same series, same Accept-Encoding as Prometheus (gzip): the exporter (its
+route table in front of make_wsgi_app, on its bounded server); the same registry served
+by prometheus_client's start_wsgi_server (the library's app on the library's
+thread-per-connection server: the router's and the server's cost is the difference); and
+a static custom collector returning pre-built families on the library's server (the
+floor: what the live Counter/Histogram objects cost to render).
 
     .venv/bin/python bench/bench_scrape.py [--n 300]
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
-from prometheus_client import CollectorRegistry, make_wsgi_app  # noqa: E402
+from prometheus_client import CollectorRegistry, start_wsgi_server  # noqa: E402
 
 from exporter.catalogue import CATALOGUE  # noqa: E402
 from exporter.metrics import ExporterMetrics  # noqa: E402
@@ -70,7 +71,7 @@ def timed(url: str, n: int) -> tuple[list[float], int]:
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
-        session.get(url).content
+        _ = session.get(url).content
         out.append((time.perf_counter() - t0) * 1000)
     return out, size
 
@@ -82,8 +83,8 @@ def main() -> None:
     metrics = build()
     servers = {
         "exporter": serve(make_app(metrics.registry), "127.0.0.1", 0)[0],
-        "bare": serve(make_wsgi_app(metrics.registry), "127.0.0.1", 0)[0],
-        "static": serve(make_wsgi_app(bare_copy(metrics.registry)), "127.0.0.1", 0)[0],
+        "bare": start_wsgi_server(0, "127.0.0.1", metrics.registry)[0],
+        "static": start_wsgi_server(0, "127.0.0.1", bare_copy(metrics.registry))[0],
     }
     series = sum(len(f.samples) for f in metrics.registry.collect())
     rows: dict[str, tuple[list[float], int]] = {}

@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING
 from prometheus_client import disable_created_metrics
 
 from . import __version__, logs
-from .history import open_history
+from .history import History, MemoryHistory, SchemaVersionError, SQLiteHistory, StoreOpenError
 from .metrics import ExporterMetrics
 from .pricing import PriceTable
 from .prober import Prober
 from .scheduler import ProbeLoop
 from .settings import ConfigError, Settings, load, redacted
-from .status_api import StatusApp
-from .web import make_app, serve
+from .web import history_routes, make_app, serve
 
 if TYPE_CHECKING:  # the fake is imported only when the demo runs
     from .fake import FakeUpstream
@@ -42,6 +41,20 @@ def _start_demo(settings: Settings) -> tuple[FakeUpstream, Settings]:
     return fake, dataclasses.replace(settings, targets=targets)
 
 
+def open_history(settings: Settings) -> History:
+    """The store the settings ask for: SQLite when enable_db, else memory. Raises
+    ConfigError (one line naming DB_FILE) when the database cannot be used."""
+    if not settings.enable_db:
+        return MemoryHistory(settings.history_max_events, settings.history_retention_hours)
+    try:
+        return SQLiteHistory(settings.db_file, settings.history_retention_hours)
+    except SchemaVersionError as exc:
+        raise ConfigError(f"DB_FILE={exc.path}: history schema {exc.found}, this version "
+                          f"reads schema {exc.expected}; move the file away") from None
+    except StoreOpenError as exc:
+        raise ConfigError(f"DB_FILE={exc.path}: {exc.reason}") from None
+
+
 def run(settings: Settings, stop: threading.Event) -> int:
     """Serve until `stop` is set. Raises ConfigError, before starting anything, when the
     history store cannot be opened (DB_FILE not a history database, its directory missing)."""
@@ -61,7 +74,7 @@ def run(settings: Settings, stop: threading.Event) -> int:
     probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=prices)
                for t in settings.targets]
     loop = ProbeLoop(settings, probers, [metrics.observe, history.add, logs.log_probe])
-    app = make_app(metrics.registry, StatusApp(history, settings, config))
+    app = make_app(metrics.registry, history_routes(history, config), settings.web_auth_token)
     try:
         httpd, _ = serve(app, settings.listen_host, settings.listen_port)
     except OSError as exc:
@@ -79,6 +92,7 @@ def run(settings: Settings, stop: threading.Event) -> int:
     log.info("stopping")
     loop.stop()
     httpd.shutdown()
+    httpd.server_close()
     history.close()
     if fake:
         fake.stop()

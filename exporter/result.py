@@ -47,9 +47,6 @@ class RateLimits:
     tokens_remaining: float | None = None
     tokens_reset_seconds: float | None = None
 
-    def is_empty(self) -> bool:
-        return all(v is None for v in self.__dict__.values())
-
 
 @dataclass(frozen=True)
 class ProbeResult:

@@ -13,17 +13,23 @@ import threading
 
 import pytest
 
+from exporter.__main__ import open_history
 from exporter.history import (
     CursorError,
+    Event,
+    History,
     HistoryError,
     MemoryHistory,
+    SchemaVersionError,
     SQLiteHistory,
+    StoreOpenError,
     TraceFilter,
-    open_history,
+    TracePage,
     plan,
 )
 from exporter.result import ProbeResult
 from exporter.settings import ConfigError, Settings
+from exporter.web.history_json import event_json, histogram_json, status_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOW = 1_800_000_030.0  # fixed (2027-01-15), mid-minute: reproducible minute boundaries
@@ -88,6 +94,19 @@ def make_store(request, tmp_path):
         s.close()
 
 
+def status_doc(store: History, window, **kw) -> dict:
+    """/status as the HTTP layer shapes it (times, milliseconds, key names)."""
+    return status_json(store.status(window, **kw), store.info())
+
+
+def histogram_doc(store: History, *args, **kw) -> dict:
+    return histogram_json(store.latency_histogram(*args, **kw))
+
+
+def events(page: TracePage) -> list[dict]:
+    return [event_json(e) for e in page.events]
+
+
 def exact_quantile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[max(1, math.ceil(q * len(values))) - 1]
@@ -103,7 +122,7 @@ def test_status_matches_exact_computation(make_store, window):
     results = synthetic(6000)
     store = make_store()
     store.add_many(results)
-    doc = store.status(window)
+    doc = status_doc(store, window)
     assert doc["window_minutes"] == window
     chosen = in_window(results, window)
     rows = {(r["target"], r["endpoint"]): r for r in doc["endpoints"]}
@@ -142,47 +161,47 @@ def test_status_matches_exact_computation(make_store, window):
 def test_status_reads_minute_aggregates_not_events(make_store):
     store = make_store()
     store.add_many(synthetic(3000))
-    before = store.status(1440, series=True)
+    before = status_doc(store, 1440, series=True)
     # Drop every raw event: the window figures must not change.
     if isinstance(store, MemoryHistory):
         store._events.clear()
     else:
         store._db.execute("DELETE FROM events")
     assert store.traces().events == []
-    assert store.status(1440, series=True) == before
+    assert status_doc(store, 1440, series=True) == before
 
 
 def test_empty_store_and_window_validation(make_store):
     store = make_store()
-    doc = store.status(60)
+    doc = status_doc(store, 60)
     assert doc["endpoints"] == []
     assert doc["overall"]["count"] == 0 and doc["overall"]["success_rate"] is None
     assert doc["overall"]["p95_ms"] is None
     for bad in (0, 1441, -5, 1.5, "60", None, True):
         with pytest.raises(HistoryError):
-            store.status(bad)
+            status_doc(store, bad)
         with pytest.raises(HistoryError):
-            store.latency_histogram("chat", bad)
+            histogram_doc(store, "chat", bad)
 
 
 def test_last_is_by_start_time_even_when_probes_finish_out_of_order(make_store):
     store = make_store()
     store.add(probe(NOW - 10, error_type="timeout", message="slow one", http_status=None))
     store.add(probe(NOW - 30))  # started earlier, finished later
-    row = store.status(5)["endpoints"][0]
+    row = status_doc(store, 5)["endpoints"][0]
     assert row["last_status"] == "error" and row["last_error_type"] == "timeout"
     assert row["last_error_message"] == "slow one"
     assert row["last_failure"]["error_type"] == "timeout"
-    assert store.status(5)["overall"]["failing_endpoints"] == 1
+    assert status_doc(store, 5)["overall"]["failing_endpoints"] == 1
 
 
 def test_series_has_one_point_per_step(make_store):
     store = make_store()
     store.add_many(synthetic(3000, span=24 * 3600.0))
     for window, step in ((1440, 15), (360, 3), (60, 1), (15, 1)):
-        doc = store.status(window, series=True)
-        plain = store.status(window)
-        for row, plain_row in zip(doc["endpoints"], plain["endpoints"]):
+        doc = status_doc(store, window, series=True)
+        plain = status_doc(store, window)
+        for row, plain_row in zip(doc["endpoints"], plain["endpoints"], strict=True):
             series = row["series"]
             assert series["step_minutes"] == step
             # Steps are aligned to multiples of the step: one partial step at most.
@@ -192,7 +211,7 @@ def test_series_has_one_point_per_step(make_store):
             assert times == sorted(times) and times[0] == int(NOW // 60 - window + 1) * 60
             # Same figures whether merged through steps or straight from the buckets.
             assert {k: v for k, v in row.items() if k != "series"} == plain_row
-    assert "series" not in store.status(60)["endpoints"][0]
+    assert "series" not in status_doc(store, 60)["endpoints"][0]
 
 
 @pytest.mark.parametrize("first,last", [(0, 0), (3, 17), (15, 29), (14, 30), (1, 1439),
@@ -213,7 +232,7 @@ def test_latency_histogram_counts(make_store):
     store = make_store()
     results = synthetic(2000)
     store.add_many(results)
-    doc = store.latency_histogram("chat", 60)
+    doc = histogram_doc(store, "chat", 60)
     chosen = [r for r in in_window(results, 60) if r.endpoint == "chat"]
     assert doc["count"] == len(chosen) == doc["buckets"][-1]["cumulative"]
     assert doc["buckets"][-1]["le"] == "+Inf" and doc["buckets"][0]["le_ms"] == 50.0
@@ -222,10 +241,10 @@ def test_latency_histogram_counts(make_store):
     above_255ms = sum(1 for r in chosen if r.duration_seconds > 0.255)
     cum_250 = next(b["cumulative"] for b in doc["buckets"] if b["le"] == "0.25")
     assert below_250ms <= cum_250 <= len(chosen) - above_255ms
-    only_azure = store.latency_histogram("chat", 60, target="azure")
+    only_azure = histogram_doc(store, "chat", 60, target="azure")
     assert only_azure["count"] == sum(1 for r in chosen if r.target == "azure")
-    assert store.latency_histogram(None, 60)["count"] == len(in_window(results, 60))
-    assert store.latency_histogram("nope", 60)["count"] == 0
+    assert histogram_doc(store, None, 60)["count"] == len(in_window(results, 60))
+    assert histogram_doc(store, "nope", 60)["count"] == 0
 
 
 def test_trace_filters(make_store):
@@ -247,9 +266,9 @@ def test_trace_filters(make_store):
     for filters, pred in cases:
         page = store.traces(filters, limit=1000)
         want = [r for r in results if pred(r)][::-1]  # newest first
-        assert [e["ts"] for e in page.events] == [round(r.started_at, 3) for r in want], filters
+        assert [e["ts"] for e in events(page)] == [round(r.started_at, 3) for r in want], filters
         assert page.next_cursor is None
-    e = store.traces(TraceFilter(status="error"), limit=1).events[0]
+    e = events(store.traces(TraceFilter(status="error"), limit=1))[0]
     last_error = [r for r in results if not r.success][-1]
     assert e["status"] == "error" and e["error_message"] == last_error.error_message
     assert e["duration_ms"] == round(last_error.duration_seconds * 1000, 3)
@@ -273,12 +292,12 @@ def test_pagination_is_stable_under_concurrent_inserts(make_store):
     store = make_store()
     store.add_many(synthetic(250))
     filters = TraceFilter(endpoint="chat")
-    snapshot = [e["id"] for e in store.traces(filters, limit=1000).events]
+    snapshot = [e["id"] for e in events(store.traces(filters, limit=1000))]
     seen: list[int] = []
     page = store.traces(filters, limit=40)
     rng = random.Random(3)
     while True:
-        seen += [e["id"] for e in page.events]
+        seen += [e["id"] for e in events(page)]
         # New probes between pages never shift, repeat or skip older ones.
         store.add_many(probe(NOW - rng.random(), endpoint="chat") for _ in range(7))
         if page.next_cursor is None:
@@ -309,12 +328,12 @@ def test_memory_is_bounded_by_count_and_age():
     store = MemoryHistory(max_events=100, retention_hours=1, clock=clock)
     store.add_many(probe(NOW - 600 + i) for i in range(250))
     assert len(store) == 100
-    assert store.traces(limit=1000).events[-1]["ts"] == round(NOW - 600 + 150, 3)
+    assert events(store.traces(limit=1000))[-1]["ts"] == round(NOW - 600 + 150, 3)
     # The minute figures keep everything inside retention, beyond the raw-event cap.
-    assert store.status(60)["overall"]["count"] == 250
+    assert status_doc(store, 60)["overall"]["count"] == 250
     clock.t = NOW + 3600 - 300  # the first probes pass the 1 h retention
     store.add(probe(clock.t))
-    assert all(e["ts"] >= clock.t - 3600 for e in store.traces(limit=1000).events)
+    assert all(e["ts"] >= clock.t - 3600 for e in events(store.traces(limit=1000)))
     assert min(store._aggs[1]) >= int((clock.t - 3600) // 60)
     clock.t = NOW + 7200
     store.add(probe(clock.t))
@@ -329,16 +348,16 @@ def test_sqlite_survives_restart_and_prunes_by_age(tmp_path):
     store.add_many(results[:450])
     for r in results[450:]:
         store.add(r)
-    status = store.status(120, series=True)
+    status = status_doc(store, 120, series=True)
     page = store.traces(TraceFilter(endpoint="chat"), limit=10)
     store.close()
 
     reopened = SQLiteHistory(path, retention_hours=2, clock=clock)
-    assert reopened.status(120, series=True) == status
+    assert status_doc(reopened, 120, series=True) == status
     assert len(reopened) == 900
     # The epoch lives in the file, so a cursor handed out before the restart still works.
-    assert reopened.traces(TraceFilter(endpoint="chat"), limit=10,
-                           cursor=page.next_cursor).events[0]["id"] < page.events[-1]["id"]
+    assert events(reopened.traces(TraceFilter(endpoint="chat"), limit=10,
+                                  cursor=page.next_cursor))[0]["id"] < events(page)[-1]["id"]
     reopened.close()
 
     clock.t = NOW + 1.5 * 3600  # the first half is now older than 2 h
@@ -372,7 +391,7 @@ def test_sqlite_crash_loses_nothing_committed(tmp_path):
     acknowledged = len(proc.stdout.split())
     store = SQLiteHistory(path, clock=Clock())
     assert len(store) == acknowledged == 60
-    assert store.status(1440)["overall"]["count"] == 60
+    assert status_doc(store, 1440)["overall"]["count"] == 60
     store.close()
 
 
@@ -399,12 +418,12 @@ def test_concurrent_writers_and_readers(make_store):
     def read() -> None:
         try:
             while not stop.is_set():
-                store.status(60, series=True)
+                status_doc(store, 60, series=True)
                 page = store.traces(TraceFilter(endpoint="chat"), limit=20)
                 if page.next_cursor:
                     store.traces(TraceFilter(endpoint="chat"), limit=20,
                                  cursor=page.next_cursor)
-                store.latency_histogram("chat", 60)
+                histogram_doc(store, "chat", 60)
         except BaseException as exc:  # pragma: no cover
             errors.append(exc)
 
@@ -418,8 +437,8 @@ def test_concurrent_writers_and_readers(make_store):
     for t in readers:
         t.join()
     assert errors == []
-    assert store.status(60)["overall"]["count"] == 4 * per_writer
-    ids = [e["id"] for e in store.traces(limit=1000).events]
+    assert status_doc(store, 60)["overall"]["count"] == 4 * per_writer
+    ids = [e["id"] for e in events(store.traces(limit=1000))]
     assert len(ids) == 4 * per_writer and len(set(ids)) == len(ids)
 
 
@@ -443,7 +462,7 @@ def test_open_history_follows_settings(tmp_path):
     db = open_history(Settings(targets=(), enable_db=True, db_file=str(tmp_path / "s.db"),
                                history_retention_hours=6))
     assert isinstance(db, SQLiteHistory) and db.retention_seconds == 6 * 3600
-    assert db.status(60)["store"]["backend"] == "sqlite"
+    assert status_doc(db, 60)["store"]["backend"] == "sqlite"
     db.close()
     with pytest.raises(ConfigError, match="DB_FILE"):
         open_history(Settings(targets=(), enable_db=True,
@@ -457,6 +476,61 @@ def test_open_history_follows_settings(tmp_path):
     other.close()
     with pytest.raises(ConfigError, match="schema"):
         open_history(Settings(targets=(), enable_db=True, db_file=str(tmp_path / "old.db")))
+
+
+def test_stores_raise_their_own_errors_and_main_words_the_config_error(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreOpenError) as err:
+        SQLiteHistory(str(junk))
+    assert not isinstance(err.value, ConfigError)
+    assert err.value.path == str(junk)
+    assert err.value.reason == "cannot use as history database: file is not a database"
+    with pytest.raises(ConfigError) as cfg:
+        open_history(Settings(targets=(), enable_db=True, db_file=str(junk)))
+    assert str(cfg.value) == (f"DB_FILE={junk}: cannot use as history database: "
+                              "file is not a database")
+    old = tmp_path / "old.db"
+    other = sqlite3.connect(old)
+    other.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                        "INSERT INTO meta VALUES ('schema', '0');")
+    other.close()
+    with pytest.raises(SchemaVersionError) as schema:
+        SQLiteHistory(str(old))
+    assert (schema.value.path, schema.value.found, schema.value.expected) == (str(old), "0", "1")
+    with pytest.raises(ConfigError) as cfg:
+        open_history(Settings(targets=(), enable_db=True, db_file=str(old)))
+    assert str(cfg.value) == (f"DB_FILE={old}: history schema 0, this version reads schema 1; "
+                              "move the file away")
+    # Bounds are the settings' job; a store only refuses what it cannot work with.
+    for bad in (lambda: MemoryHistory(max_events=0), lambda: MemoryHistory(retention_hours=0),
+                lambda: SQLiteHistory(str(tmp_path / "x.db"), retention_hours=-1)):
+        with pytest.raises(ValueError) as exc:
+            bad()
+        assert not isinstance(exc.value, ConfigError)
+
+
+def test_queries_return_seconds_and_unix_times(make_store):
+    store = make_store()
+    store.add(probe(NOW - 30, duration=0.25))
+    store.add(probe(NOW - 20, duration=0.5, error_type="timeout", message="slow",
+                    http_status=None))
+    st = store.status(5, series=True)
+    assert (st.window_minutes, st.start, st.end) == (5, (int(NOW // 60) - 4) * 60.0, NOW)
+    row = st.endpoints[0]
+    assert (row.target, row.endpoint, row.models) == ("openai", "chat", ["gpt-4o-mini"])
+    assert row.figures.count == 2 and row.figures.errors == 1
+    assert row.figures.success_rate == 0.5
+    assert abs(row.figures.p99 - 0.5) <= 0.005 * 0.5 and row.max == 0.5
+    assert row.last.ts == NOW - 20 and not row.last.success
+    assert row.last_failure.http_status is None and row.last_failure.message == "slow"
+    assert sum(p.count for p in row.series.points) == 2 and row.series.step_minutes == 1
+    assert st.overall.last_at == NOW - 20 and st.overall.failing_endpoints == 1
+    hist = store.latency_histogram("chat", 5)
+    assert hist.buckets[-1].le is None and hist.buckets[-1].cumulative == 2
+    assert hist.sum == pytest.approx(0.75)
+    page = store.traces(limit=1)
+    assert isinstance(page.events[0], Event) and page.events[0].duration_seconds == 0.5
 
 
 def test_memory_freezes_past_buckets_and_thaws_for_late_probes():
@@ -477,6 +551,6 @@ def test_memory_freezes_past_buckets_and_thaws_for_late_probes():
     frozen = [a for aggs in store._aggs[1].values() for a in aggs.values() if a.sketch is None]
     assert len(frozen) >= 5
     for window in (15, 60):
-        assert store.status(window, now=clock.t, series=True) == reference.status(
-            window, now=clock.t, series=True)
-    assert store.status(15, now=clock.t)["endpoints"][0]["max_ms"] == 5000.0
+        assert status_doc(store, window, now=clock.t, series=True) == status_doc(
+            reference, window, now=clock.t, series=True)
+    assert status_doc(store, 15, now=clock.t)["endpoints"][0]["max_ms"] == 5000.0

@@ -13,12 +13,11 @@ import urllib.request
 from html.parser import HTMLParser
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from exporter.history import MemoryHistory
 from exporter.result import ProbeResult
-from exporter.settings import Settings
-from exporter.status_api import StatusApp
-from exporter.web import serve
+from exporter.web import history_routes, make_app, serve
 from tests.tools import require_tool
 
 TOKEN = "page-token-5f1c2e"
@@ -57,8 +56,9 @@ def server():
     history = MemoryHistory()
     _fill(history)
     config = {"interval_seconds": 10, "mode": "all"}
-    open_srv, _ = serve(StatusApp(history, Settings(targets=()), config), "127.0.0.1", 0)
-    auth_srv, _ = serve(StatusApp(history, Settings(targets=(), web_auth_token=TOKEN), config),
+    open_srv, _ = serve(make_app(CollectorRegistry(), history_routes(history, config)),
+                        "127.0.0.1", 0)
+    auth_srv, _ = serve(make_app(CollectorRegistry(), history_routes(history, config), TOKEN),
                         "127.0.0.1", 0)
     yield (f"http://127.0.0.1:{open_srv.server_port}",
            f"http://127.0.0.1:{auth_srv.server_port}")

@@ -1,9 +1,11 @@
-"""The history routes over WSGI: parameters, formats, pagination, errors and auth."""
+"""The routes over WSGI: the history's parameters, formats, pagination, errors and auth;
+/metrics and /healthz beside them in the same table."""
 
 from __future__ import annotations
 
 import base64
 import csv
+import gzip
 import io
 import json
 import re
@@ -11,13 +13,12 @@ from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
-from exporter.history import MemoryHistory, TraceFilter
+from exporter.history import History, MemoryHistory, TraceFilter
 from exporter.settings import Settings, redacted
-from exporter.status_api import StatusApp
-from exporter.web import make_app
-from tests.test_history import NOW, Clock, probe, synthetic
+from exporter.web import history_routes, make_app
+from tests.test_history import NOW, Clock, events, probe, status_doc, synthetic
 
 CONFIG = {"interval_seconds": 60.0, "mode": "roundrobin",
           "targets": [{"name": "openai", "probes": ["chat", "models"]}]}
@@ -42,12 +43,15 @@ class Response:
         return json.loads(self.body)
 
 
-def call(app, path: str, method: str = "GET", auth: str | None = None) -> Response:
+def call(app, path: str, method: str = "GET", auth: str | None = None,
+         headers: dict[str, str] | None = None) -> Response:
     path, _, query = path.partition("?")
     environ: dict[str, Any] = {"PATH_INFO": path, "QUERY_STRING": query,
                                "REQUEST_METHOD": method}
     if auth:
         environ["HTTP_AUTHORIZATION"] = auth
+    for name, value in (headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
     setup_testing_defaults(environ)
     seen: dict[str, Any] = {}
 
@@ -61,6 +65,19 @@ def call(app, path: str, method: str = "GET", auth: str | None = None) -> Respon
     return resp
 
 
+def registry() -> CollectorRegistry:
+    """A registry with one sample, so /metrics has a body."""
+    reg = CollectorRegistry()
+    Counter("probe_things", "Things.", registry=reg).inc()
+    return reg
+
+
+def make(history: History, token: str = "", config: dict | None = None):
+    """The exporter's app (the same table __main__ serves) over this history."""
+    return make_app(registry(), history_routes(history, CONFIG if config is None else config),
+                    token)
+
+
 @pytest.fixture
 def history():
     store = MemoryHistory(clock=Clock())
@@ -71,7 +88,7 @@ def history():
 
 @pytest.fixture
 def app(history):
-    return StatusApp(history, Settings(targets=()), CONFIG)
+    return make(history)
 
 
 def test_status_default_window_and_config(app, history):
@@ -80,7 +97,7 @@ def test_status_default_window_and_config(app, history):
     doc = resp.json()
     assert doc["window_minutes"] == 60
     assert doc["config"] == CONFIG
-    expected = history.status(60)
+    expected = status_doc(history, 60)
     expected["config"] = CONFIG
     assert doc == json.loads(json.dumps(expected))
     assert {"overall", "endpoints", "store"} <= set(doc)
@@ -121,7 +138,7 @@ def test_traces_json_and_pagination(app, history):
         cursor = page["next_cursor"]
     everything = history.traces(TraceFilter(endpoint="chat"), limit=1000)
     rest = history.traces(TraceFilter(endpoint="chat"), limit=1000, cursor=everything.next_cursor)
-    want = [e["id"] for e in everything.events + rest.events]
+    want = [e["id"] for e in events(everything) + events(rest)]
     assert len(want) > 1000 and rest.next_cursor is None
     assert ids == want[1:]  # all of them, once, minus the one added after page 1
     assert call(app, "/traces?endpoint=models&limit=100&cursor=" + doc["next_cursor"]).code == 400
@@ -149,7 +166,7 @@ def test_traces_csv_and_ndjson_match_json(app):
 def test_csv_neutralises_formulas(history):
     history.add(probe(NOW, error_type="bad_request", message="=HYPERLINK(\"http://x\")",
                       http_status=400))
-    app = StatusApp(history, Settings(targets=()), CONFIG)
+    app = make(history)
     body = call(app, "/traces?limit=1&format=csv").body.decode()
     assert "'=HYPERLINK" in body
     assert call(app, "/traces?limit=1").json()["events"][0]["error_message"].startswith("=")
@@ -160,7 +177,7 @@ def test_traces_time_filters(app, history):
     by_unix = call(app, f"/traces?since={since:.0f}&until={until:.0f}&limit=1000").json()
     iso = call(app, "/traces?since=2027-01-15T07:00:30Z&until=2027-01-15T08:30:30%2B01:00"
                     "&limit=1000").json()
-    want = history.traces(TraceFilter(since=since, until=until), limit=1000).events
+    want = events(history.traces(TraceFilter(since=since, until=until), limit=1000))
     assert by_unix["events"] == iso["events"] == want and want
     assert all(since <= e["ts"] < until for e in want)
 
@@ -180,7 +197,7 @@ def test_traces_bad_parameters_are_400_json(app, query, needle):
 
 def test_latency_histogram_route(app, history):
     doc = call(app, "/latency_histogram?endpoint=chat&window=60").json()
-    status = history.status(60)
+    status = status_doc(history, 60)
     chat = sum(r["count"] for r in status["endpoints"] if r["endpoint"] == "chat")
     assert doc["count"] == chat and sum(b["count"] for b in doc["buckets"]) == chat
     assert [b["le"] for b in doc["buckets"]][:3] == ["0.05", "0.1", "0.25"]
@@ -219,7 +236,7 @@ def test_internal_errors_are_500_without_traceback(history, caplog):
         def status(self, *a, **kw):
             raise RuntimeError("secret internals at /srv/x.py line 3")
 
-    app = StatusApp(Broken(clock=Clock()), Settings(targets=()), CONFIG)
+    app = make(Broken(clock=Clock()))
     resp = call(app, "/status")
     assert resp.code == 500 and resp.json() == {"error": "internal error"}
     assert b"Traceback" not in resp.body and b"secret" not in resp.body
@@ -228,7 +245,7 @@ def test_internal_errors_are_500_without_traceback(history, caplog):
 
 @pytest.mark.parametrize("path", ["/", "/status", "/traces", "/latency_histogram", "/nope"])
 def test_token_protects_every_history_route(history, path):
-    app = StatusApp(history, Settings(targets=(), web_auth_token=TOKEN), CONFIG)
+    app = make(history, TOKEN)
     for auth in (None, "Bearer wrong", f"Bearer {TOKEN}x", "Token " + TOKEN,
                  "Basic " + base64.b64encode(b"u:wrong").decode(), "Basic !!!"):
         resp = call(app, path, auth=auth)
@@ -245,8 +262,7 @@ def test_token_protects_every_history_route(history, path):
 
 
 def test_metrics_and_healthz_stay_open_with_a_token(history):
-    app = make_app(CollectorRegistry(),
-                   StatusApp(history, Settings(targets=(), web_auth_token=TOKEN), CONFIG))
+    app = make(history, TOKEN)
     assert call(app, "/metrics").code == 200
     assert call(app, "/healthz").code == 200
     assert call(app, "/status").code == 401
@@ -254,7 +270,51 @@ def test_metrics_and_healthz_stay_open_with_a_token(history):
 
 def test_status_config_never_shows_the_token(history):
     settings = Settings(targets=(), web_auth_token=TOKEN)
-    app = StatusApp(history, settings, redacted(settings))
+    app = make(history, settings.web_auth_token, redacted(settings))
     body = call(app, "/status", auth=f"Bearer {TOKEN}").body.decode()
     assert TOKEN not in body and TOKEN[:8] not in body
     assert json.loads(body)["config"]["web_auth_token"] == "***"
+
+
+GET_ROUTES = ("/", "/status", "/traces", "/latency_histogram", "/metrics", "/healthz",
+              "/-/healthy")
+
+
+@pytest.mark.parametrize("path", GET_ROUTES)
+def test_head_answers_every_get_route_with_its_status_and_headers_and_no_body(app, path):
+    get = call(app, path)
+    head = call(app, path, method="HEAD")
+    assert get.code == head.code == 200 and get.body
+    assert head.headers == get.headers and head.body == b""
+    assert head.header("Content-Length") == str(len(get.body))
+
+
+@pytest.mark.parametrize("path", GET_ROUTES)
+def test_every_route_answers_other_methods_405_json_with_allow(app, path):
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "PATCH"):
+        resp = call(app, path, method=method)
+        assert resp.code == 405 and resp.header("Allow") == "GET, HEAD", (path, method)
+        assert resp.json() == {"error": "method not allowed; use GET"}
+
+
+@pytest.mark.parametrize("path", GET_ROUTES + ("/nope",))
+def test_every_answer_carries_the_security_headers(app, path):
+    resp = call(app, path)
+    assert resp.header("X-Content-Type-Options") == "nosniff"
+    assert resp.header("Referrer-Policy") == "no-referrer"
+    assert resp.header("Cache-Control") == "no-store"
+
+
+def test_metrics_keeps_the_librarys_content_negotiation(app):
+    plain = call(app, "/metrics")
+    assert plain.header("Content-Type").startswith("text/plain")
+    assert b"probe_things_total 1.0" in plain.body
+    om = call(app, "/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert om.header("Content-Type").startswith("application/openmetrics-text")
+    assert om.body.endswith(b"# EOF\n")
+    gz = call(app, "/metrics", headers={"Accept-Encoding": "gzip"})
+    assert gz.header("Content-Encoding") == "gzip" and gzip.decompress(gz.body) == plain.body
+    only = call(app, "/metrics?name[]=probe_things_total")
+    assert b"probe_things_total" in only.body and b"python_info" not in only.body
+    head = call(app, "/metrics", method="HEAD", headers={"Accept-Encoding": "gzip"})
+    assert head.code == 200 and head.body == b"" and head.header("Content-Encoding") == "gzip"
