@@ -373,6 +373,16 @@ def test_doc_promql_reads_contract_or_recorded_metrics() -> None:
         assert not unknown, f"{q.describe()}: unknown metric(s) {sorted(unknown)}"
 
 
+@pytest.mark.parametrize("lang", ["promql", "logql"])
+def test_each_doc_query_example_is_written_once(lang: str) -> None:
+    """The examples live in one place: a query shown twice (README and docs/) drifts."""
+    seen: dict[str, str] = {}
+    for q in promql.doc_queries(lang):
+        key = " ".join(q.expr.split())
+        assert key not in seen, f"{q.describe()} is also in {seen[key]}"
+        seen[key] = q.describe()
+
+
 def test_doc_logql_uses_shipped_labels_and_logged_fields() -> None:
     """LogQL examples select only labels Promtail/Alloy attach, with values the exporter
     logs, and read only fields of the probe line (no Loki binary here to run them)."""
