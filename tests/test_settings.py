@@ -368,11 +368,17 @@ def test_invalid_flags(argv, want):
     assert error_of(argv, dict(KEY)) == want
 
 
-def test_unknown_flag_is_argparse_exit_2(capsys):
+def test_unknown_flag_is_one_line_exit_2(capsys, monkeypatch):
+    # argparse's errors are config errors like any other: one line, secrets masked, exit 2
+    # (argparse printed its usage text before the line).
+    from exporter.__main__ import main
+    monkeypatch.setattr(os, "environ", dict(KEY))
     with pytest.raises(SystemExit) as info:
-        load(["--probe.intervall", "5"], KEY)
+        main(["--probe.intervall", "5"])
     assert info.value.code == 2
-    assert "unrecognized arguments: --probe.intervall" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --probe.intervall" in err
+    assert err == "openai-exporter: error: unrecognized arguments: --probe.intervall 5\n"
 
 
 def test_version_flag(capsys):

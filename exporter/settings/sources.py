@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from collections.abc import Callable, Mapping
 
 import yaml
@@ -77,6 +77,10 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("probes", None, "PROBE_ENDPOINTS", "--probe.endpoints", _probe_list),
     *(_Spec(f"model.{kind}", None, env, None, _model) for kind, env in MODEL_ENV.items()),
 )
+# Settings that hold a secret: their variables also read <NAME>_FILE, and no other setting
+# may hold their value (see secrets.py).
+SECRET_KEYS = frozenset(s.key for s in _SPECS if s.parse is _secret)
+SECRET_ENV = tuple(s.env for s in _SPECS if s.parse is _secret and s.env)
 
 _DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in dataclasses.fields(Settings)
@@ -92,9 +96,17 @@ _Layer = dict[str, tuple[Any, str]]
 
 # -- command line ---------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors (an unknown flag, a missing value) raised as the one-line
+    ConfigError of every other bad setting instead of usage text and exit 2 on the spot."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Prometheus-style flags. Every default is None so load() can tell "not given"."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="openai-exporter", allow_abbrev=False,
         description="Prometheus exporter that probes the OpenAI API (and Azure OpenAI or "
                     "OpenAI-compatible servers) on a schedule.",

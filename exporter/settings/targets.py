@@ -28,6 +28,19 @@ TARGET_KEYS = ("name", "provider", "base_url", "api_key_env", "region", "models"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def key_envs(doc: dict[str, Any]) -> list[str]:
+    """Every variable that may hold a target's key: the providers' defaults and each
+    `api_key_env` of the file, read before the targets are validated (so that an error
+    in any setting can already hide their values)."""
+    names = [name for name in DEFAULT_KEY_ENV.values() if name]
+    targets = doc.get("targets")
+    for raw in targets if isinstance(targets, list) else ():
+        value = raw.get("api_key_env") if isinstance(raw, dict) else None
+        if isinstance(value, str) and _ENV_NAME.fullmatch(value.strip()):
+            names.append(value.strip())
+    return names
+
+
 def _file_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The config file's `targets:`, each validated on its own; [] when the file has none."""
     if "targets" not in doc:
