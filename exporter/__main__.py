@@ -6,9 +6,10 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from prometheus_client import disable_created_metrics
 
@@ -20,6 +21,7 @@ from .prober import Prober
 from .scheduler import ProbeLoop
 from .settings import ConfigError, Settings, load, redacted
 from .web import history_routes, make_app, serve
+from .web.server import listen_family
 
 if TYPE_CHECKING:  # the fake is imported only when the demo runs
     from .fake import FakeUpstream
@@ -55,9 +57,19 @@ def open_history(settings: Settings) -> History:
         raise ConfigError(f"DB_FILE={exc.path}: {exc.reason}") from None
 
 
+def listen_error(settings: Settings, exc: OSError) -> ConfigError:
+    """The one-line error of a listen address the system refuses: a port in use, an
+    address not on this host, a host name that does not resolve."""
+    host, port = settings.listen_host, settings.listen_port
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    what = "cannot resolve the host" if isinstance(exc, socket.gaierror) else "cannot listen"
+    return ConfigError(f"LISTEN_ADDRESS={address}: {what}: {exc.strerror or exc}")
+
+
 def run(settings: Settings, stop: threading.Event) -> int:
-    """Serve until `stop` is set. Raises ConfigError, before starting anything, when the
-    history store cannot be opened (DB_FILE not a history database, its directory missing)."""
+    """Serve until `stop` is set. Raises ConfigError, before probing anything, when the
+    history store cannot be opened (DB_FILE not a history database, its directory missing)
+    or the listen address cannot be bound."""
     history = open_history(settings)
     fake = None
     if settings.demo:
@@ -77,13 +89,11 @@ def run(settings: Settings, stop: threading.Event) -> int:
     app = make_app(metrics.registry, history_routes(history, config), settings.web_auth_token)
     try:
         httpd, _ = serve(app, settings.listen_host, settings.listen_port)
-    except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", settings.listen_host, settings.listen_port,
-                  exc.strerror or exc)
+    except OSError as exc:  # a port in use, a host that does not resolve: a bad setting
         history.close()
         if fake:
             fake.stop()
-        return 1
+        raise listen_error(settings, exc) from None
     host = settings.listen_host
     log.info("listening on http://%s:%d (page /, /metrics, /status, /traces)",
              f"[{host}]" if ":" in host else host, httpd.server_port)
@@ -99,7 +109,7 @@ def run(settings: Settings, stop: threading.Event) -> int:
     return 0
 
 
-def _exit_config_error(exc: ConfigError) -> None:
+def _exit_config_error(exc: ConfigError) -> NoReturn:
     print(f"openai-exporter: error: {exc}", file=sys.stderr)
     sys.exit(2)
 
@@ -114,6 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         _exit_config_error(exc)
     if settings.config_check:
+        try:  # what start-up would find out about the listen address, short of binding it
+            listen_family(settings.listen_host, settings.listen_port)
+        except OSError as exc:
+            _exit_config_error(listen_error(settings, exc))
         print(f"openai-exporter: configuration OK ({len(settings.targets)} target(s))")
         sys.exit(0)
     logs.setup(settings.log_level, settings.log_format)

@@ -20,7 +20,7 @@ import sys
 import pytest
 
 from exporter.settings import _SPECS, ConfigError, load
-from exporter.settings.parsers import _secret
+from exporter.settings.parsers import _bool, _secret
 from tests.conftest import CANARY_KEY, clean_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,7 +71,7 @@ def _places(spec):
     """(argv, env, config-file text, the name a message must use) for each place."""
     if spec.env:
         yield [], {spec.env: "{v}"}, None, spec.env
-    if spec.flag and spec.key not in ("heavy", "demo"):  # boolean flags take no value
+    if spec.flag and spec.parse is not _bool:  # --x / --no-x take no value
         yield [spec.flag, "{v}"], {}, None, spec.flag
     if spec.yaml:
         section, _, key = spec.yaml.rpartition(".")

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from ..catalogue import CATALOGUE, MODEL_KINDS, default_probes
 from ..pricing import shipped_prices
 from .redaction import redacted
+from .parsers import INTERVAL, INTERVAL_ENV, MIN_INTERVAL, _bad
 from .schema import ConfigError, Settings, TargetSettings
 from .secrets import SecretBook
 from .sources import (
@@ -78,6 +79,12 @@ def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> S
     for layer in layers:
         for key, (value, where) in layer.items():
             merged[key], sources[key] = value, where
+
+    interval = merged["interval_seconds"]
+    if interval < MIN_INTERVAL and not merged["allow_fast"]:
+        where = sources["interval_seconds"]
+        raise _bad(where, "must be " + (INTERVAL_ENV if where == "PROBE_INTERVAL_SEC"
+                                        else INTERVAL), interval)
 
     env_key = environ.get("OPENAI_API_KEY", "").strip()
     if merged["demo"] is None:
