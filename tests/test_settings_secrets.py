@@ -145,3 +145,118 @@ def test_secrets_still_work_where_they_belong():
     # a short secret ("x" in CI) never makes an ordinary value look like one
     s = load([], {"OPENAI_API_KEY": "x", "PROBE_REGION": "x"})
     assert s.targets[0].region == "x"
+
+
+# -- secrets from files: <NAME>_FILE ------------------------------------------------------
+# Cases tried (issue 10, item 3): OPENAI_API_KEY_FILE, WEB_AUTH_TOKEN_FILE, a target's
+# api_key_env and a provider's default key variable read from files (4); both NAME and
+# NAME_FILE set (3); a file that is missing, a directory, a device, empty, blank, too big,
+# not UTF-8, of two lines, with a space or a non-ASCII character (10); a key variable with
+# a non-ASCII character or a space (2); a key from a file pasted into another setting (1);
+# through the command line (2).
+
+def write_secret(tmp_path, content: str | bytes, name: str = "key") -> str:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return str(path)
+
+
+def test_keys_and_token_from_files(tmp_path):
+    key = write_secret(tmp_path, CANARY_KEY + "\n", "openai")
+    token = write_secret(tmp_path, f"  {TOKEN}\r\n", "token")
+    s = load([], {"OPENAI_API_KEY_FILE": key, "WEB_AUTH_TOKEN_FILE": token})
+    assert (s.targets[0].api_key, s.web_auth_token, s.demo) == (CANARY_KEY, TOKEN, False)
+
+
+def test_target_keys_from_files(tmp_path):
+    az = write_secret(tmp_path, AZURE_KEY, "az")
+    default = write_secret(tmp_path, AZURE_KEY[::-1], "default")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "targets:\n"
+        "  - {name: named, provider: azure, base_url: 'https://a.openai.azure.com',\n"
+        "     api_version: '2024-10-21', api_key_env: AZ_KEY, models: {chat: c, embeddings: e}}\n"
+        "  - {name: default, provider: azure, base_url: 'https://b.openai.azure.com',\n"
+        "     api_version: '2024-10-21', models: {chat: c, embeddings: e}}\n")
+    s = load(["--config.file", str(path)],
+             {"AZ_KEY_FILE": az, "AZURE_OPENAI_API_KEY_FILE": default})
+    assert [t.api_key for t in s.targets] == [AZURE_KEY, AZURE_KEY[::-1]]
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "WEB_AUTH_TOKEN", "AZ_KEY"])
+def test_a_secret_and_its_file_both_set_is_an_error(tmp_path, name):
+    path = tmp_path / "c.yaml"
+    path.write_text("targets:\n  - {name: t, api_key_env: AZ_KEY}\n")
+    env = {"OPENAI_API_KEY": "sk-x", "AZ_KEY": "az-key-1", name: CANARY_KEY,
+           f"{name}_FILE": write_secret(tmp_path, "other-secret")}
+    got = error_of(["--config.file", str(path)], env)
+    assert got == f"{name} and {name}_FILE are both set; set only one"
+
+
+def _bad_files(tmp_path):
+    yield "missing", str(tmp_path / "nope"), "cannot read it: No such file or directory"
+    yield "directory", str(tmp_path), "cannot read it: not a regular file"
+    yield "device", "/dev/zero", "cannot read it: not a regular file"
+    yield "empty", write_secret(tmp_path, ""), "the file is empty"
+    yield "blank", write_secret(tmp_path, " \n\n"), "the file is empty"
+    yield "too-big", write_secret(tmp_path, CANARY_KEY * 1300), (
+        "cannot read it: larger than 64 KiB (it must hold only the secret)")
+    yield "latin-1", write_secret(tmp_path, CANARY_KEY.encode() + b"\xe9"), (
+        "cannot read it: not UTF-8 text")
+    alone = "must hold only the secret, printable ASCII on one line (the content is not shown)"
+    yield "two-lines", write_secret(tmp_path, f"{CANARY_KEY}\n{CANARY_KEY}\n"), alone
+    yield "space", write_secret(tmp_path, f"Bearer {CANARY_KEY}"), alone
+    yield "non-ascii", write_secret(tmp_path, CANARY_KEY + "é"), alone
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "device", "empty", "blank",
+                                  "too-big", "latin-1", "two-lines", "space", "non-ascii"])
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "WEB_AUTH_TOKEN"])
+def test_a_bad_secret_file_names_the_variable_never_the_content(tmp_path, name, case):
+    _, path, want = next(c for c in _bad_files(tmp_path) if c[0] == case)
+    env = {f"{name}_FILE": path}
+    if name != "OPENAI_API_KEY":
+        env["OPENAI_API_KEY"] = "sk-x"
+    got = error_of([], env)
+    assert got == f"{name}_FILE={path}: {want}"
+    assert_hidden(got, CANARY_KEY)
+
+
+def test_a_secret_file_path_that_is_not_a_path_is_not_shown(tmp_path):
+    # Someone pasted the key itself into AZ_KEY_FILE: no "/" in it, so it is not shown.
+    path = tmp_path / "c.yaml"
+    path.write_text("targets:\n  - {name: t, api_key_env: AZ_KEY}\n")
+    got = error_of(["--config.file", str(path)], {"AZ_KEY_FILE": AZURE_KEY})
+    assert got == ("AZ_KEY_FILE: cannot read the file it names: No such file or directory")
+
+
+@pytest.mark.parametrize("value", ["sk-ключ-0123456789", "sk-two words", "sk-tab\there"])
+def test_a_key_that_cannot_go_in_a_header_is_refused_unseen(value):
+    got = error_of([], {"OPENAI_API_KEY": value})
+    assert got == "OPENAI_API_KEY: must be printable ASCII without spaces (not shown)"
+    got = error_of([], {"OPENAI_API_KEY": "sk-x", "WEB_AUTH_TOKEN": value})
+    assert got == "WEB_AUTH_TOKEN: must be printable ASCII without spaces (not shown)"
+
+
+def test_a_key_from_a_file_pasted_elsewhere_is_refused_unseen(tmp_path):
+    key = write_secret(tmp_path, AZURE_KEY)
+    got = error_of([], {"OPENAI_API_KEY_FILE": key, "OPENAI_MODEL": AZURE_KEY})
+    assert got == ("OPENAI_MODEL: holds the value of OPENAI_API_KEY (not shown); a secret "
+                   "goes only in its own variable")
+
+
+def test_secret_files_through_the_command_line(tmp_path):
+    key = write_secret(tmp_path, CANARY_KEY + "\n")
+    ok = subprocess.run([sys.executable, "-m", "exporter", "--config.check"], cwd=ROOT,
+                        env=clean_env(OPENAI_API_KEY_FILE=key), capture_output=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    missing = str(tmp_path / "missing")
+    bad = subprocess.run([sys.executable, "-m", "exporter", "--config.check"], cwd=ROOT,
+                         env=clean_env(OPENAI_API_KEY_FILE=missing), capture_output=True,
+                         timeout=30)
+    assert bad.returncode == 2
+    assert bad.stderr.decode() == (f"openai-exporter: error: OPENAI_API_KEY_FILE={missing}: "
+                                   "cannot read it: No such file or directory\n")

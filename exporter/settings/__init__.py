@@ -60,6 +60,7 @@ def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> S
                    else environ.get("CONFIG_FILE", "")).strip()
     doc = _read_config_file(config_file) if config_file else {}
     secrets.add(key_envs(doc))
+    environ = secrets.read_files()  # NAME from NAME_FILE, for every secret
     file_layer = _file_layer(doc)
     prices = _prices(doc)
     file_targets = _file_targets(doc)

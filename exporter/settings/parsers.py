@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from ..catalogue import CATALOGUE
 from ..durations import parse_duration
 from .schema import ConfigError
+from .secrets import check_secret_text
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
@@ -264,7 +265,8 @@ def _probe_list(raw: Any, where: str) -> tuple[str, ...]:
 
 
 def _secret(raw: Any, where: str) -> str:
-    return raw.strip() if isinstance(raw, str) else ""
+    """A secret (environment only): also read from <NAME>_FILE, never shown (secrets.py)."""
+    return check_secret_text(raw.strip(), where) if isinstance(raw, str) else ""
 
 
 def _headers(raw: Any, where: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from .parsers import (
     _target_name, _url,
 )
 from .schema import ConfigError, TargetSettings
+from .secrets import check_secret_text
 from .sources import _check_keys
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -170,7 +171,7 @@ def _resolve_file_target(
 
     base_url = t.get("base_url") or (merged.get("base_url") if fill else None) or OPENAI_BASE_URL
     key_env = t.get("api_key_env", DEFAULT_KEY_ENV[provider])
-    api_key = environ.get(key_env, "").strip() if key_env else ""
+    api_key = check_secret_text(environ.get(key_env, "").strip(), key_env) if key_env else ""
     key_error = ""
     if key_env and not api_key:
         named = ("named by api_key_env" if "api_key_env" in t
@@ -203,7 +204,7 @@ def _env_target(merged: dict[str, Any], sources: dict[str, str],
     target = TargetSettings(
         name="openai", provider="openai",
         base_url=merged.get("base_url", OPENAI_BASE_URL),
-        api_key=environ.get("OPENAI_API_KEY", "").strip(),
+        api_key=check_secret_text(environ.get("OPENAI_API_KEY", "").strip(), "OPENAI_API_KEY"),
         api_key_env="OPENAI_API_KEY", region=merged["region"],
         models={k: merged.get(f"model.{k}", DEFAULT_MODELS[k]) for k in MODEL_KINDS},
         probes=probes, org_id=merged.get("org_id", ""),
