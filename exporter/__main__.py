@@ -15,6 +15,7 @@ from prometheus_client import disable_created_metrics
 
 from . import __version__, logs
 from .history import History, MemoryHistory, SchemaVersionError, SQLiteHistory, StoreOpenError
+from .liveness import Liveness
 from .metrics import ExporterMetrics
 from .pricing import PriceTable
 from .prober import Prober
@@ -85,8 +86,11 @@ def run(settings: Settings, stop: threading.Event) -> int:
     prices = PriceTable(settings.prices)  # one per process: one warning per unpriced model
     probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=prices)
                for t in settings.targets]
-    loop = ProbeLoop(settings, probers, [metrics.observe, history.add, logs.log_probe])
-    app = make_app(metrics.registry, history_routes(history, config), settings.web_auth_token)
+    liveness = Liveness(settings.interval_seconds, settings.timeout_seconds)
+    loop = ProbeLoop(settings, probers,
+                     [metrics.observe, history.add, logs.log_probe, liveness.observe])
+    app = make_app(metrics.registry, history_routes(history, config), settings.web_auth_token,
+                   health=liveness.problem)
     try:
         httpd, _ = serve(app, settings.listen_host, settings.listen_port)
     except OSError as exc:  # a port in use, a host that does not resolve: a bad setting

@@ -324,8 +324,11 @@ def test_dockerfile() -> None:
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in {"root", "0"}, users
     assert "EXPOSE 9188" in lines
+    # The check finds the port the way the exporter does (tests/test_liveness.py runs it);
+    # a hard-coded 9188 went unhealthy as soon as LISTEN_ADDRESS changed.
     health = text[text.index("HEALTHCHECK"):]
-    assert "urllib" in health and "http://127.0.0.1:9188/healthz" in health
+    assert 'CMD ["python", "-m", "exporter.healthcheck"]' in health
+    assert "9188" not in health
     assert 'ENTRYPOINT ["openai-exporter"]' in lines
 
 
@@ -392,6 +395,11 @@ def test_kubernetes_manifests_fit_together() -> None:
     (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
     assert key_file.rpartition("/")[2] in secret["stringData"]
+    # Both probes ask /healthz on the named port, whose number is LISTEN_ADDRESS's.
+    (metrics_port,) = [p for p in container["ports"] if p["name"] == "metrics"]
+    assert env["LISTEN_ADDRESS"]["value"].rpartition(":")[2] == str(metrics_port["containerPort"])
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
     # Owned by root, readable by the pod's group (fsGroup) only.
     assert volume["secret"]["defaultMode"] == 0o440
     assert pod["spec"]["securityContext"]["fsGroup"] == pod["spec"]["securityContext"]["runAsUser"]
