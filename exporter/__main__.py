@@ -58,6 +58,20 @@ def open_history(settings: Settings) -> History:
         raise ConfigError(f"DB_FILE={exc.path}: {exc.reason}") from None
 
 
+def db_file_problem(path: str) -> str | None:
+    """Why SQLite could not create or open `path` at start, if that shows without opening
+    it: a directory, or a directory that is missing or not writable (the WAL files go
+    there too). None when it looks usable."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path) and not os.path.isfile(path):
+        return "not a regular file"
+    if not os.path.isdir(directory):
+        return f"its directory {directory} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"its directory {directory} is not writable"
+    return None
+
+
 def listen_error(settings: Settings, exc: OSError) -> ConfigError:
     """The one-line error of a listen address the system refuses: a port in use, an
     address not on this host, a host name that does not resolve."""
@@ -128,10 +142,15 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         _exit_config_error(exc)
     if settings.config_check:
-        try:  # what start-up would find out about the listen address, short of binding it
+        # What start-up would find out, short of binding the port or creating the database.
+        try:
             listen_family(settings.listen_host, settings.listen_port)
         except OSError as exc:
             _exit_config_error(listen_error(settings, exc))
+        problem = db_file_problem(settings.db_file) if settings.enable_db else None
+        if problem:
+            _exit_config_error(ConfigError(f"DB_FILE={settings.db_file}: cannot use it: "
+                                           f"{problem}"))
         print(f"openai-exporter: configuration OK ({len(settings.targets)} target(s))")
         sys.exit(0)
     logs.setup(settings.log_level, settings.log_format)

@@ -242,3 +242,19 @@ def test_unresolvable_listen_host_exits_2_with_one_line(args):
     assert err.startswith("openai-exporter: error: LISTEN_ADDRESS=no-such-host.invalid:9188: "
                           "cannot resolve the host: "), err
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("db_file,why", [
+    ("/nonexistent/dir/h.db", "its directory /nonexistent/dir does not exist"),
+    (".", "not a regular file"),
+])
+def test_config_check_refuses_a_db_file_start_up_would_refuse(db_file, why):
+    code, err = _run({"ENABLE_DB": "1", "DB_FILE": db_file}, "--config.check")
+    assert code == 2, err
+    assert err == f"openai-exporter: error: DB_FILE={db_file}: cannot use it: {why}\n"
+
+
+def test_config_check_accepts_a_db_file_that_does_not_exist_yet(tmp_path):
+    code, err = _run({"ENABLE_DB": "1", "DB_FILE": str(tmp_path / "new.db")}, "--config.check")
+    assert code == 0, err
+    assert not (tmp_path / "new.db").exists()  # a check creates nothing
