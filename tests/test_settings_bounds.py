@@ -258,3 +258,26 @@ def test_config_check_accepts_a_db_file_that_does_not_exist_yet(tmp_path):
     code, err = _run({"ENABLE_DB": "1", "DB_FILE": str(tmp_path / "new.db")}, "--config.check")
     assert code == 0, err
     assert not (tmp_path / "new.db").exists()  # a check creates nothing
+
+
+def _numeric_specs():
+    """Every row of _SPECS whose value is a number (it parses "60" to an int or float):
+    a setting added later is held to the same rule without a line here."""
+    from exporter.settings import _SPECS
+
+    for spec in _SPECS:
+        parse = spec.env_parse or spec.parse
+        try:
+            value = parse("60", spec.env or spec.key)
+        except ConfigError:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield spec
+
+
+@pytest.mark.parametrize("spec", list(_numeric_specs()), ids=lambda s: s.key)
+def test_every_number_setting_refuses_absurd_values(spec):
+    for parse in filter(None, (spec.parse, spec.env_parse)):
+        for value in ABSURD[2:] + ["1e-300", "-1", "9" * 400]:
+            with pytest.raises(ConfigError):
+                parse(value, spec.env or spec.key)
