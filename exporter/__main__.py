@@ -6,20 +6,23 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from prometheus_client import disable_created_metrics
 
 from . import __version__, logs
 from .history import History, MemoryHistory, SchemaVersionError, SQLiteHistory, StoreOpenError
+from .liveness import Liveness
 from .metrics import ExporterMetrics
 from .pricing import PriceTable
 from .prober import Prober
 from .scheduler import ProbeLoop
 from .settings import ConfigError, Settings, load, redacted
 from .web import history_routes, make_app, serve
+from .web.server import listen_family
 
 if TYPE_CHECKING:  # the fake is imported only when the demo runs
     from .fake import FakeUpstream
@@ -55,9 +58,33 @@ def open_history(settings: Settings) -> History:
         raise ConfigError(f"DB_FILE={exc.path}: {exc.reason}") from None
 
 
+def db_file_problem(path: str) -> str | None:
+    """Why SQLite could not create or open `path` at start, if that shows without opening
+    it: a directory, or a directory that is missing or not writable (the WAL files go
+    there too). None when it looks usable."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path) and not os.path.isfile(path):
+        return "not a regular file"
+    if not os.path.isdir(directory):
+        return f"its directory {directory} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"its directory {directory} is not writable"
+    return None
+
+
+def listen_error(settings: Settings, exc: OSError) -> ConfigError:
+    """The one-line error of a listen address the system refuses: a port in use, an
+    address not on this host, a host name that does not resolve."""
+    host, port = settings.listen_host, settings.listen_port
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    what = "cannot resolve the host" if isinstance(exc, socket.gaierror) else "cannot listen"
+    return ConfigError(f"LISTEN_ADDRESS={address}: {what}: {exc.strerror or exc}")
+
+
 def run(settings: Settings, stop: threading.Event) -> int:
-    """Serve until `stop` is set. Raises ConfigError, before starting anything, when the
-    history store cannot be opened (DB_FILE not a history database, its directory missing)."""
+    """Serve until `stop` is set. Raises ConfigError, before probing anything, when the
+    history store cannot be opened (DB_FILE not a history database, its directory missing)
+    or the listen address cannot be bound."""
     history = open_history(settings)
     fake = None
     if settings.demo:
@@ -73,17 +100,18 @@ def run(settings: Settings, stop: threading.Event) -> int:
     prices = PriceTable(settings.prices)  # one per process: one warning per unpriced model
     probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=prices)
                for t in settings.targets]
-    loop = ProbeLoop(settings, probers, [metrics.observe, history.add, logs.log_probe])
-    app = make_app(metrics.registry, history_routes(history, config), settings.web_auth_token)
+    liveness = Liveness(settings.interval_seconds, settings.timeout_seconds)
+    loop = ProbeLoop(settings, probers,
+                     [metrics.observe, history.add, logs.log_probe, liveness.observe])
+    app = make_app(metrics.registry, history_routes(history, config), settings.web_auth_token,
+                   health=liveness.problem)
     try:
         httpd, _ = serve(app, settings.listen_host, settings.listen_port)
-    except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", settings.listen_host, settings.listen_port,
-                  exc.strerror or exc)
+    except OSError as exc:  # a port in use, a host that does not resolve: a bad setting
         history.close()
         if fake:
             fake.stop()
-        return 1
+        raise listen_error(settings, exc) from None
     host = settings.listen_host
     log.info("listening on http://%s:%d (page /, /metrics, /status, /traces)",
              f"[{host}]" if ":" in host else host, httpd.server_port)
@@ -99,7 +127,7 @@ def run(settings: Settings, stop: threading.Event) -> int:
     return 0
 
 
-def _exit_config_error(exc: ConfigError) -> None:
+def _exit_config_error(exc: ConfigError) -> NoReturn:
     print(f"openai-exporter: error: {exc}", file=sys.stderr)
     sys.exit(2)
 
@@ -114,6 +142,15 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         _exit_config_error(exc)
     if settings.config_check:
+        # What start-up would find out, short of binding the port or creating the database.
+        try:
+            listen_family(settings.listen_host, settings.listen_port)
+        except OSError as exc:
+            _exit_config_error(listen_error(settings, exc))
+        problem = db_file_problem(settings.db_file) if settings.enable_db else None
+        if problem:
+            _exit_config_error(ConfigError(f"DB_FILE={settings.db_file}: cannot use it: "
+                                           f"{problem}"))
         print(f"openai-exporter: configuration OK ({len(settings.targets)} target(s))")
         sys.exit(0)
     logs.setup(settings.log_level, settings.log_format)

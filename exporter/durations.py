@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 # Go's time.ParseDuration units. "ms" must be tried before "m", which the
@@ -12,7 +13,8 @@ _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|h|m|s)")
 
 
 def parse_duration(value: str) -> float | None:
-    """'6m0s' -> 360.0, '12ms' -> 0.012, '1h2m3.5s' -> 3723.5; None when unparsable.
+    """'6m0s' -> 360.0, '12ms' -> 0.012, '1h2m3.5s' -> 3723.5; None when unparsable,
+    negative or infinite (400 digits make a float overflow to inf, as does 'inf').
 
     A bare number is taken as seconds (some gateways send one). Never raises.
     """
@@ -26,7 +28,7 @@ def parse_duration(value: str) -> float | None:
     except ValueError:
         pass
     else:
-        return seconds if seconds >= 0 else None
+        return seconds if 0 <= seconds < math.inf else None
     pos, total = 0, 0.0
     while pos < len(text):
         match = _PART.match(text, pos)
@@ -34,4 +36,4 @@ def parse_duration(value: str) -> float | None:
             return None
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
-    return total
+    return total if math.isfinite(total) else None

@@ -49,6 +49,7 @@ def probe_fields(r: ProbeResult) -> dict[str, object]:
         "response_bytes": r.response_bytes,
         "cost_usd": round(r.cost_usd, 8),
         "request_id": r.request_id,
+        "retry_after_seconds": r.retry_after_seconds,
     }
 
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import __version__
 from .catalogue import CATALOGUE
-from .result import ERROR_TYPES, PHASES, ProbeResult
+from .result import ERROR_TYPES, PHASES, ProbeResult, RateLimits
 from .settings import Settings
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 20, 30, 60)
@@ -63,6 +63,18 @@ class ExporterMetrics:
                 self.rate_limit[(kind, field)] = Gauge(
                     f"openai_rate_limit_{kind}_{suffix}", help_text + _FROM_PROBES,
                     ["target", "region", "model"], registry=r)
+        # How old the values above are: a response without the headers leaves them as
+        # they were (0 would read as "exhausted"), so this says when they were last read.
+        self.rate_limit_updated = Gauge(
+            "openai_rate_limit_last_update_timestamp_seconds",
+            "Unix time the last probe that sent usable x-ratelimit-* headers finished (the "
+            "rate-limit gauges keep their values until such a probe)" + _FROM_PROBES,
+            ["target", "region", "model"], registry=r)
+        self.retry_after = Gauge(
+            "openai_rate_limit_retry_after_seconds",
+            "Seconds the last answer to this probe asked to wait before retrying (a 429's "
+            "Retry-After or retry-after-ms); 0 when it asked for no wait" + _FROM_PROBES,
+            ["target", "region", "endpoint", "model"], registry=r)
         self.success = Gauge(
             "openai_probe_success", "1 if the last probe of this endpoint succeeded, else 0"
             + _FROM_PROBES, ["target", "region", "endpoint", "model"], registry=r)
@@ -156,6 +168,8 @@ class ExporterMetrics:
                     self.phase.labels(r.target, r.region, r.endpoint, phase).set(
                         r.phases.get(phase, 0.0))
             self._observe_rate_limits(r)
+            if r.http_status is not None:  # no answer (a timeout): nothing known of a wait
+                self.retry_after.labels(*base).set(r.retry_after_seconds or 0.0)
 
     def skip(self, target: str, endpoint: str, reason: str) -> None:
         """Count one scheduled probe that did not run; `reason` is one of SKIP_REASONS."""
@@ -169,6 +183,8 @@ class ExporterMetrics:
         if not r.model:
             return
         lim = r.rate_limits
+        if lim != RateLimits():
+            self.rate_limit_updated.labels(r.target, r.region, r.model).set(r.finished_at)
         for (kind, field), value in (
             (("requests", "limit"), lim.requests_limit),
             (("requests", "remaining"), lim.requests_remaining),

@@ -16,7 +16,6 @@ however many targets probe it.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from importlib import resources
 from typing import Any
@@ -50,16 +49,20 @@ class PriceError(ValueError):
         return self.before + show(self.value) + self.after
 
 
+# USD per 1M tokens: the dearest model lists a few hundred; more is a typo (or 1e300,
+# which would make the cost counter +Inf for good).
+MAX_USD = 100_000
+
+
 def _usd(value: Any) -> float | None:
-    """A price: a YAML number >= 0 (a quoted "0.15" is refused, as is true)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A price: a YAML number 0-MAX_USD (a quoted "0.15" is refused, as is true)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_USD:
         return None
-    value = float(value)
-    return value if math.isfinite(value) and value >= 0 else None
+    return float(value)
 
 
 def parse_prices(raw: Any, where: str) -> Prices:
-    """{model: {input: x, output: y}}, both present, numbers >= 0 (USD per 1M tokens).
+    """{model: {input: x, output: y}}, both present, numbers 0-MAX_USD (USD per 1M tokens).
 
     `where` names the section in messages ("config file prices"); None is an empty table.
     """
@@ -88,7 +91,7 @@ def parse_prices(raw: Any, where: str) -> Prices:
                                  "(USD per 1M tokens)")
             value = _usd(entry[key])
             if value is None:
-                raise PriceError(f"{model_where}.{key}: must be a number >= 0 "
+                raise PriceError(f"{model_where}.{key}: must be a number 0-{MAX_USD} "
                                  "(USD per 1M tokens), got ", entry[key])
             price[key] = value
         prices[model.strip()] = price

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 from collections.abc import Mapping
 
@@ -34,23 +36,36 @@ from .settings import TargetSettings
 MAX_MESSAGE_CHARS = 300
 
 
+# Bounds of what the headers may say; anything else is unusable (None), never a gauge
+# value: float() reads "inf", "nan" and "1e400" (inf) happily. The largest real limits are
+# ~10^9 tokens a minute; resets and Retry-After are for limits of a day at most.
+MAX_RATE_LIMIT = 1e12
+MAX_WAIT_SECONDS = 86400.0
+RETRY_AFTER_NOTE = " (retry-after {:g} s)"
+
+
+def _bounded_number(raw: str | None, hi: float) -> float | None:
+    """A number 0..hi from a header value; None when absent or unusable."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if 0 <= value <= hi else None  # NaN fails both comparisons
+
+
 def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits:
-    """Read the six x-ratelimit-* headers. Absent, unparsable or -1 (Azure's
-    "unknown") values become None, never an exception."""
+    """Read the six x-ratelimit-* headers. Absent, unparsable, negative (Azure's -1,
+    "unknown"), infinite, NaN or out-of-bounds values become None, never an exception."""
 
     def number(name: str) -> float | None:
-        raw = headers.get(name)
-        if raw is None:
-            return None
-        try:
-            value = float(raw)
-        except ValueError:
-            return None
-        return value if value >= 0 else None
+        return _bounded_number(headers.get(name), MAX_RATE_LIMIT)
 
     def duration(name: str) -> float | None:
         raw = headers.get(name)
-        return parse_duration(raw) if raw is not None else None
+        seconds = parse_duration(raw) if raw is not None else None
+        return seconds if seconds is not None and seconds <= MAX_WAIT_SECONDS else None
 
     return RateLimits(
         requests_limit=number("x-ratelimit-limit-requests"),
@@ -60,6 +75,29 @@ def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits:
         tokens_remaining=number("x-ratelimit-remaining-tokens"),
         tokens_reset_seconds=duration("x-ratelimit-reset-tokens"),
     )
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds a 429 asks to wait: retry-after-ms first (as the official SDK reads it;
+    Azure sends it), then Retry-After as seconds or an HTTP-date. None when absent or
+    unusable (negative, infinite, NaN, over a day, a bad date); a past date is 0."""
+    ms = _bounded_number(headers.get("retry-after-ms"), MAX_WAIT_SECONDS * 1000)
+    if ms is not None:
+        return ms / 1000
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    seconds = _bounded_number(raw, MAX_WAIT_SECONDS)
+    if seconds is not None:
+        return seconds
+    try:
+        when = parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
+    wait = max(0.0, when.timestamp() - time.time())
+    return wait if wait <= MAX_WAIT_SECONDS else None
 
 
 def classify(status: int | None, reading: Reading, failure: requests.RequestException | None,
@@ -201,6 +239,11 @@ class Prober:
         """The ProbeResult of one run; request id and rate limits come from `headers`
         (empty when no response arrived)."""
         input_tokens, output_tokens, total_tokens = reading.usage
+        retry_after = parse_retry_after(headers) if http_status == 429 else None
+        # The wait goes in the message too, so /status's last failure and /traces show it;
+        # it is cut from the upstream text, never from the note.
+        note = "" if retry_after is None else RETRY_AFTER_NOTE.format(retry_after)
+        message = redact(message, self._secrets)[:MAX_MESSAGE_CHARS - len(note)] + note
         return ProbeResult(
             target=self.target.name,
             region=self.target.region,
@@ -211,7 +254,7 @@ class Prober:
             success=error_type == "none",
             error_type=error_type,
             http_status=http_status,
-            error_message=redact(message, self._secrets)[:MAX_MESSAGE_CHARS],
+            error_message=message,
             request_id=_bounded_id(headers.get("x-request-id", "")),
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -219,6 +262,7 @@ class Prober:
             response_bytes=reading.nbytes,
             cost_usd=self.prices.cost(model, input_tokens, output_tokens),
             rate_limits=parse_rate_limits(headers),
+            retry_after_seconds=retry_after,
         )
 
 

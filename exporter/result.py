@@ -75,6 +75,9 @@ class ProbeResult:
     tpot_seconds: float | None = None
     # Seconds per phase (PHASES) of this probe; empty when it was not timed by phase.
     phases: Mapping[str, float] = field(default_factory=dict)
+    # The wait a 429 asked for (Retry-After / retry-after-ms), bounded; None when the
+    # answer was not a 429 or carried no usable value.
+    retry_after_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.error_type not in ERROR_TYPES:
@@ -82,7 +85,9 @@ class ProbeResult:
         if self.success != (self.error_type == "none"):
             raise ValueError("success must be True exactly when error_type is 'none'")
         for name, value in (("ttft_seconds", self.ttft_seconds),
-                            ("tpot_seconds", self.tpot_seconds), *self.phases.items()):
+                            ("tpot_seconds", self.tpot_seconds),
+                            ("retry_after_seconds", self.retry_after_seconds),
+                            *self.phases.items()):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         unknown = set(self.phases) - set(PHASES)

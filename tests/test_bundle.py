@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests import promql
+from tests.conftest import CANARY_KEY
 from tests.tools import require_tool
 
 ROOT = promql.ROOT
@@ -258,6 +259,35 @@ def test_docker_compose_refuses_to_start_without_a_grafana_password() -> None:
     assert "GRAFANA_ADMIN_PASSWORD" in r.stdout + r.stderr
 
 
+def test_compose_passes_keys_as_files_not_in_the_environment(compose: dict) -> None:
+    # A key in `environment:` shows in `docker inspect`; the exporter gets a path instead.
+    exporter = compose["services"]["exporter"]
+    env = exporter["environment"]
+    assert not {"OPENAI_API_KEY", "WEB_AUTH_TOKEN"} & set(env), env
+    assert env["OPENAI_API_KEY_FILE"] == "${OPENAI_API_KEY_FILE:-}"
+    assert env["WEB_AUTH_TOKEN_FILE"] == "${WEB_AUTH_TOKEN_FILE:-}"
+    assert "./secrets:/run/secrets/openai-exporter:ro" in exporter["volumes"]
+    example = (ROOT / ".env.example").read_text()
+    assert not re.search(r"^\s*(OPENAI_API_KEY|WEB_AUTH_TOKEN)=", example, re.M)
+    assert re.search(r"^# OPENAI_API_KEY_FILE=/run/secrets/openai-exporter/\S+", example, re.M)
+    # The demo profile's fake key ships as a file; anything else in secrets/ stays out of git.
+    assert (ROOT / "secrets" / "demo-api-key").read_text().strip() == "sk-demo-not-a-real-key"
+    ignored = (ROOT / "secrets" / ".gitignore").read_text().split()
+    assert ignored[0] == "*" and set(ignored[1:]) == {"!.gitignore", "!demo-api-key"}
+
+
+def test_docker_compose_config_never_carries_a_key() -> None:
+    dc = require_tool("docker-compose")
+    path = "/run/secrets/openai-exporter/openai_api_key"
+    r = _run(dc, "--env-file", ".env.example", "config",
+             env=_compose_env(GRAFANA_ADMIN_PASSWORD="s3cret", OPENAI_API_KEY=CANARY_KEY,
+                              OPENAI_API_KEY_FILE=path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert CANARY_KEY not in r.stdout
+    env = yaml.safe_load(r.stdout)["services"]["exporter"]["environment"]
+    assert env["OPENAI_API_KEY_FILE"] == path
+
+
 def test_compose_file_fits_docker_compose_1_29(compose: dict) -> None:
     assert not {"name", "include", "version"} & set(compose)
     for name, svc in compose["services"].items():
@@ -294,8 +324,11 @@ def test_dockerfile() -> None:
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in {"root", "0"}, users
     assert "EXPOSE 9188" in lines
+    # The check finds the port the way the exporter does (tests/test_liveness.py runs it);
+    # a hard-coded 9188 went unhealthy as soon as LISTEN_ADDRESS changed.
     health = text[text.index("HEALTHCHECK"):]
-    assert "urllib" in health and "http://127.0.0.1:9188/healthz" in health
+    assert 'CMD ["python", "-m", "exporter.healthcheck"]' in health
+    assert "9188" not in health
     assert 'ENTRYPOINT ["openai-exporter"]' in lines
 
 
@@ -351,9 +384,36 @@ def test_kubernetes_manifests_fit_together() -> None:
     assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert service["spec"]["ports"][0]["targetPort"] in port_names
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-    key_ref = container["env"][0]["valueFrom"]["secretKeyRef"]
-    assert key_ref["name"] == secret["metadata"]["name"] and key_ref["key"] in secret["stringData"]
+    # The key reaches the container as a file of a Secret volume, never as an environment
+    # value (which `docker inspect` on the node and /proc/1/environ would show).
+    env = {e["name"]: e for e in container["env"]}
+    assert not any("valueFrom" in e for e in env.values()), env
+    assert "OPENAI_API_KEY" not in env
+    key_file = env["OPENAI_API_KEY_FILE"]["value"]
+    (mount,) = [m for m in container["volumeMounts"] if key_file.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert key_file.rpartition("/")[2] in secret["stringData"]
+    # Both probes ask /healthz on the named port, whose number is LISTEN_ADDRESS's.
+    (metrics_port,) = [p for p in container["ports"] if p["name"] == "metrics"]
+    assert env["LISTEN_ADDRESS"]["value"].rpartition(":")[2] == str(metrics_port["containerPort"])
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
+    # Owned by root, readable by the pod's group (fsGroup) only.
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert pod["spec"]["securityContext"]["fsGroup"] == pod["spec"]["securityContext"]["runAsUser"]
     assert deploy["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("name", ["deployment.yaml", "service.yaml", "secret.example.yaml"])
+def test_kubernetes_manifests_are_valid(name: str) -> None:
+    # Against the Kubernetes OpenAPI schemas (strict: an unknown or misspelt field fails).
+    # The ServiceMonitor is a CRD the package has no schema for.
+    import kubernetes_validate
+
+    doc = _yaml(K8S / name)
+    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
 # -- Queries in the README and docs/ ----------------------------------------------------

@@ -107,7 +107,7 @@ def test_config_check_exits_0():
 
 
 def test_keyless_demo_probes_the_bundled_fake_and_stops_fast():
-    d = Daemon(clean_env(PROBE_INTERVAL_SEC="0.5", PROBE_MODE="all"))
+    d = Daemon(clean_env(PROBE_INTERVAL_SEC="0.5", PROBE_ALLOW_FAST="1", PROBE_MODE="all"))
     try:
         d.wait_ready()
         d.wait_metric("openai_requests_total", lambda v: v > 0, endpoint="chat")
@@ -125,7 +125,8 @@ def test_canary_key_never_leaves(tmp_path):
     # The fake expects another key, so every probe gets a 401 that echoes ours back.
     with FakeUpstream(api_key="sk-the-right-one-0000000000000000") as fake:
         d = Daemon(clean_env(OPENAI_API_KEY=CANARY_KEY, OPENAI_BASE_URL=fake.base_url,
-                             PROBE_INTERVAL_SEC="0.3", PROBE_MODE="all", LOG_LEVEL="DEBUG"))
+                             PROBE_INTERVAL_SEC="0.3", PROBE_ALLOW_FAST="1", PROBE_MODE="all",
+                             LOG_LEVEL="DEBUG"))
         try:
             d.wait_ready()
             d.wait_metric("openai_requests_total", lambda v: v >= 2, endpoint="chat",
@@ -147,7 +148,7 @@ def test_live_exposition_passes_promtool():
     promtool = require_tool("promtool")
     with FakeUpstream(profile="chaos", seed=3) as fake:
         d = Daemon(clean_env(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=fake.base_url,
-                             PROBE_INTERVAL_SEC="0.2", PROBE_MODE="all"))
+                             PROBE_INTERVAL_SEC="0.2", PROBE_ALLOW_FAST="1", PROBE_MODE="all"))
         try:
             d.wait_ready()
             d.wait_metric("openai_requests_total", lambda v: v >= 3, endpoint="embeddings",
@@ -164,7 +165,8 @@ def test_metrics_answers_fast_while_upstream_hangs():
     with FakeUpstream() as fake:
         fake.set_fault("*", "hang")
         d = Daemon(clean_env(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=fake.base_url,
-                             PROBE_INTERVAL_SEC="0.5", PROBE_MODE="all", HTTP_TIMEOUT_MS="20000"))
+                             PROBE_INTERVAL_SEC="0.5", PROBE_ALLOW_FAST="1", PROBE_MODE="all",
+                             HTTP_TIMEOUT_MS="20000"))
         try:
             d.wait_ready()
             time.sleep(1.0)  # every probe is now blocked on the hanging upstream

@@ -60,9 +60,9 @@ def test_price_error_shows_the_value_the_callers_way():
     with pytest.raises(PriceError) as info:
         parse_prices({"m": {"input": -1, "output": 0}}, "config file prices")
     assert str(info.value) == (
-        "config file prices.m.input: must be a number >= 0 (USD per 1M tokens), got -1")
+        "config file prices.m.input: must be a number 0-100000 (USD per 1M tokens), got -1")
     assert info.value.describe(lambda v: f"<{v}>") == (
-        "config file prices.m.input: must be a number >= 0 (USD per 1M tokens), got <-1>")
+        "config file prices.m.input: must be a number 0-100000 (USD per 1M tokens), got <-1>")
 
 
 @pytest.mark.parametrize("value", ["0.15", True, float("nan"), float("inf"), None, [1]])

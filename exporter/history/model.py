@@ -140,6 +140,9 @@ class TracePage:
 
 
 _CURSOR = struct.Struct("<Q8s8s")  # last id returned, store epoch, filter digest
+# Ids are SQLite INTEGER PRIMARY KEYs (signed 64-bit, from 1) or positions in the memory
+# ring: a cursor's id outside this range was never issued, and SQLite would overflow on it.
+MAX_EVENT_ID = 2**63 - 1
 
 
 def encode_cursor(last_id: int, epoch: bytes, filters: TraceFilter) -> str:
@@ -155,6 +158,8 @@ def decode_cursor(cursor: str, epoch: bytes, filters: TraceFilter) -> int:
         last_id, cur_epoch, digest = _CURSOR.unpack(raw)
     except (binascii.Error, struct.error, ValueError):
         raise CursorError("cursor is not valid") from None
+    if not 1 <= last_id <= MAX_EVENT_ID:
+        raise CursorError("cursor is not valid")
     if cur_epoch != epoch:
         raise CursorError("cursor is from another history store (restarted?); start over")
     if digest != filters.digest():

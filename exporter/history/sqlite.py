@@ -1,8 +1,10 @@
 """The SQLite store: stdlib sqlite3 in WAL mode, survives restarts.
 
 Each ``add`` is one transaction that inserts the event and upserts its aggregate rows,
-committed with ``synchronous=FULL`` so a crash (process or power) loses at most the probe
-being written. Readers use their own connections, so HTTP queries never wait on writers.
+committed with ``synchronous=FULL``, so every probe added survives a crash (process or
+power); a crash loses the probes still in flight, whose answer had not come back to be
+added (docs/history.md has the measured bound). Readers use their own connections, so HTTP
+queries never wait on writers.
 """
 
 from __future__ import annotations

@@ -23,12 +23,14 @@ from collections.abc import Mapping
 from ..catalogue import CATALOGUE, MODEL_KINDS, default_probes
 from ..pricing import shipped_prices
 from .redaction import redacted
+from .parsers import INTERVAL, INTERVAL_ENV, MIN_INTERVAL, _bad
 from .schema import ConfigError, Settings, TargetSettings
+from .secrets import SecretBook
 from .sources import (
-    _DEFAULTS, _SPECS, _cli_layer, _env_layer, _file_layer, _prices, _read_config_file,
-    build_parser,
+    _DEFAULTS, _SPECS, SECRET_ENV, SECRET_KEYS, _cli_layer, _env_layer, _file_layer, _prices,
+    _read_config_file, build_parser,
 )
-from .targets import _env_target, _file_targets, _resolve_file_target
+from .targets import _env_target, _file_targets, _resolve_file_target, key_envs
 
 __all__ = [
     "ConfigError", "MODEL_KINDS", "_SPECS", "Settings", "TargetSettings", "build_parser",
@@ -39,26 +41,51 @@ __all__ = [
 def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parse flags, read the config file, read the environment; validate everything once.
 
-    Raises ConfigError (one line) for any bad value, and SystemExit only for what argparse
-    itself handles (--help, --version, an unknown flag).
+    Raises ConfigError (one line, every secret masked) for any bad value or flag, and
+    SystemExit only for --help and --version.
     """
     argv = sys.argv[1:] if argv is None else argv
     environ = os.environ if environ is None else environ
+    secrets = SecretBook(environ, SECRET_ENV)
+    try:
+        return _load(argv, environ, secrets)
+    except ConfigError as exc:  # the one place a settings error is worded for the user
+        raise ConfigError(secrets.redact(str(exc))) from None
+
+
+def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> Settings:
     args = build_parser().parse_args(argv)
 
     config_file = (args.config_file if args.config_file is not None
                    else environ.get("CONFIG_FILE", "")).strip()
     doc = _read_config_file(config_file) if config_file else {}
+    secrets.add(key_envs(doc))
+    environ = secrets.read_files()  # NAME from NAME_FILE, for every secret
     file_layer = _file_layer(doc)
     prices = _prices(doc)
     file_targets = _file_targets(doc)
+    layers = (file_layer, _env_layer(environ), _cli_layer(args))
+    for layer in layers:  # a key pasted into a setting that is shown: refuse it
+        for key, (value, where) in layer.items():
+            if key not in SECRET_KEYS:
+                secrets.check_not_secret(value, where)
+    for i, t in enumerate(file_targets):
+        for key, value in t.items():
+            if key != "headers":  # never shown; a gateway header may well be a credential
+                secrets.check_not_secret(value, f"config file targets[{i}].{key}")
 
     # defaults < file < environment < flags
     merged: dict[str, Any] = dict(_DEFAULTS)
     sources: dict[str, str] = {}
-    for layer in (file_layer, _env_layer(environ), _cli_layer(args)):
+    for layer in layers:
         for key, (value, where) in layer.items():
             merged[key], sources[key] = value, where
+
+    interval = merged["interval_seconds"]
+    if interval < MIN_INTERVAL and not merged["allow_fast"]:
+        where = sources["interval_seconds"]
+        raise _bad(where, "must be " + (INTERVAL_ENV if where == "PROBE_INTERVAL_SEC"
+                                        else INTERVAL), interval)
 
     env_key = environ.get("OPENAI_API_KEY", "").strip()
     if merged["demo"] is None:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from ..catalogue import CATALOGUE
 from ..durations import parse_duration
 from .schema import ConfigError
+from .secrets import check_secret_text
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
@@ -20,12 +21,23 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _REGION = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 _ID = re.compile(r"[A-Za-z0-9_.-]+")
 _DEPLOYMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Headers the prober sets from the key; a file must not carry them.
 _AUTH_HEADERS = ("authorization", "api-key", "proxy-authorization")
 
-_SECONDS = "a number of seconds > 0 or a duration such as 30s or 1m"
+# The bounds of every number (docs/configuration.md states them). The interval: a probe is
+# a billed request, so never more than one per second and endpoint unless a test asks for
+# it (allow_fast), and at least one a day. The timeout: 10 ms to 5 minutes (nothing
+# measures below 10 ms; a probe held longer only delays the next one).
+MIN_INTERVAL, FAST_MIN_INTERVAL, MAX_INTERVAL = 1.0, 0.05, 86400.0
+_FAST = "from 0.05 with --probe.allow-fast or PROBE_ALLOW_FAST=1, for tests"
+INTERVAL_ENV = f"a number of seconds from 1 to 86400 ({_FAST})"
+INTERVAL = f"a number of seconds from 1 to 86400 or a duration such as 30s or 1m ({_FAST})"
+_TIMEOUT_ENV = "a number of milliseconds from 10 to 300000 (5 minutes)"
+_TIMEOUT = ("a number of seconds from 0.01 to 300 (5 minutes) or a duration such as 500ms "
+            "or 15s")
+_RETENTION = "a number of hours from 0.25 to 720 (30 days)"
 
 
 def _show(value: Any) -> str:
@@ -35,7 +47,11 @@ def _show(value: Any) -> str:
     if value is None:
         return "nothing"
     if isinstance(value, (int, float)):
-        return repr(value)
+        try:
+            text = repr(value)
+        except ValueError:  # an int too long to print
+            return "a number with more than 4300 digits"
+        return text if len(text) <= 60 else text[:57] + "..."
     if isinstance(value, str):
         return repr(value if len(value) <= 60 else value[:57] + "...")
     if isinstance(value, dict):
@@ -53,7 +69,10 @@ def _number(raw: Any) -> float | None:
     if isinstance(raw, bool):
         return None
     if isinstance(raw, (int, float)):
-        return float(raw)
+        try:
+            return float(raw)
+        except OverflowError:  # an int beyond any float: out of every range
+            return math.inf
     if isinstance(raw, str):
         try:
             return float(raw.strip())
@@ -62,12 +81,13 @@ def _number(raw: Any) -> float | None:
     return None
 
 
-def _positive(what: str, divisor: float = 1.0,
-              read: Callable[[Any], float | None] = _number) -> Callable[[Any, str], float]:
-    """A parser of finite numbers > 0, divided by `divisor` (1000: milliseconds to seconds)."""
+def _number_in(what: str, lo: float, hi: float, divisor: float = 1.0,
+               read: Callable[[Any], float | None] = _number) -> Callable[[Any, str], float]:
+    """A parser of numbers from `lo` to `hi` (in the unit the user writes), divided by
+    `divisor` (1000: milliseconds to seconds). NaN, infinities and -0 are refused."""
     def parse(raw: Any, where: str) -> float:
         value = read(raw)
-        if value is None or not math.isfinite(value) or value <= 0:
+        if value is None or not math.isfinite(value) or value <= 0 or not lo <= value <= hi:
             raise _bad(where, f"must be {what}", raw)
         return value / divisor
 
@@ -81,12 +101,14 @@ def _number_or_duration(raw: Any) -> float | None:
     return value
 
 
-# Environment: a plain number of seconds (the name says _SEC).
-_plain_seconds = _positive("a number > 0")
+# Environment: a plain number of seconds (the name says _SEC). Down to the floor of
+# allow_fast: load() refuses an interval below 1 s without it (a cross-setting rule).
+_interval_env = _number_in(INTERVAL_ENV, FAST_MIN_INTERVAL, MAX_INTERVAL)
 # File and flags: seconds, or a Prometheus-style duration (30s, 1m, 1m30s, 500ms).
-_seconds = _positive(_SECONDS, read=_number_or_duration)
-_milliseconds = _positive("a number of milliseconds > 0", 1000.0)
-_hours = _positive("a number of hours > 0")
+_interval = _number_in(INTERVAL, FAST_MIN_INTERVAL, MAX_INTERVAL, read=_number_or_duration)
+_timeout_ms = _number_in(_TIMEOUT_ENV, 10.0, 300_000.0, 1000.0)
+_timeout = _number_in(_TIMEOUT, 0.01, 300.0, read=_number_or_duration)
+_hours = _number_in(_RETENTION, 0.25, 720.0)
 
 
 def _int_range(lo: int, hi: int | None) -> Callable[[Any, str], int]:
@@ -97,7 +119,7 @@ def _int_range(lo: int, hi: int | None) -> Callable[[Any, str], int]:
         value: int | None = None
         if isinstance(raw, int) and not isinstance(raw, bool):
             value = raw
-        elif isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
+        elif isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d{1,18}\s*", raw):
             value = int(raw)
         if value is None or value < lo or (hi is not None and value > hi):
             raise _bad(where, what, raw)
@@ -184,6 +206,15 @@ def _url(raw: Any, where: str) -> str:
     return text.rstrip("/")
 
 
+def _valid_hostname(host: str) -> bool:
+    """RFC 1123: dot-separated labels of 1-63 letters, digits and inner hyphens, 253
+    characters at most, and a last label that is not all digits (999.1.1.1 is not a
+    name; it is a mistyped IPv4 address)."""
+    labels = host.split(".")
+    return (len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+            and not labels[-1].isdigit())
+
+
 def _listen(raw: Any, where: str) -> tuple[str, int]:
     what = "must be host:port, [ipv6]:port or :port with a port 1-65535"
     if not isinstance(raw, str):
@@ -204,13 +235,15 @@ def _listen(raw: Any, where: str) -> tuple[str, int]:
         if ":" in host:
             raise _bad(where, "must put an IPv6 address in brackets, such as [::]:9188", raw)
         host = host or "0.0.0.0"
+    if not (port_text.isdigit() and len(port_text) <= 5 and 1 <= int(port_text) <= 65535):
+        raise _bad(where, what, raw)
+    if not bracketed:
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
-            if not _HOSTNAME.fullmatch(host):
-                raise _bad(where, what, raw) from None
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise _bad(where, what, raw)
+            if not _valid_hostname(host):
+                raise _bad(where, "must name an IPv4 address or a valid host name",
+                           raw) from None
     return host, int(port_text)
 
 
@@ -232,7 +265,8 @@ def _probe_list(raw: Any, where: str) -> tuple[str, ...]:
 
 
 def _secret(raw: Any, where: str) -> str:
-    return raw.strip() if isinstance(raw, str) else ""
+    """A secret (environment only): also read from <NAME>_FILE, never shown (secrets.py)."""
+    return check_secret_text(raw.strip(), where) if isinstance(raw, str) else ""
 
 
 def _headers(raw: Any, where: str) -> dict[str, str]:

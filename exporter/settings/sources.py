@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from collections.abc import Callable, Mapping
 
 import yaml
@@ -16,8 +16,9 @@ from .. import __version__
 from ..catalogue import CATALOGUE, MODEL_ENV
 from ..pricing import PriceError, parse_prices, shipped_prices
 from .parsers import (
-    _bad, _bool, _enum, _hours, _identifier, _int_range, _listen, _log_level, _milliseconds,
-    _model, _plain_seconds, _probe_list, _region, _seconds, _secret, _show, _text, _url,
+    _bad, _bool, _enum, _hours, _identifier, _int_range, _interval, _interval_env, _listen,
+    _log_level, _model, _probe_list, _region, _secret, _show, _text, _timeout, _timeout_ms,
+    _url,
 )
 from .schema import ConfigError, Settings, TargetSettings
 
@@ -50,10 +51,12 @@ def _dest(flag: str) -> str:
 
 
 _SPECS: tuple[_Spec, ...] = (
-    _Spec("interval_seconds", "interval", "PROBE_INTERVAL_SEC", "--probe.interval", _seconds,
-          _plain_seconds),
-    _Spec("timeout_seconds", "timeout", "HTTP_TIMEOUT_MS", "--probe.timeout", _seconds,
-          _milliseconds),
+    _Spec("interval_seconds", "interval", "PROBE_INTERVAL_SEC", "--probe.interval", _interval,
+          _interval_env),
+    # Lets tests probe more than once a second (see load()); never in a config file.
+    _Spec("allow_fast", None, "PROBE_ALLOW_FAST", "--probe.allow-fast", _bool),
+    _Spec("timeout_seconds", "timeout", "HTTP_TIMEOUT_MS", "--probe.timeout", _timeout,
+          _timeout_ms),
     _Spec("mode", "mode", "PROBE_MODE", "--probe.mode", _enum(MODES)),
     _Spec("heavy", "heavy", "PROBE_HEAVY", "--probe.heavy", _bool),
     _Spec("region", "region", "PROBE_REGION", None, _region),
@@ -65,8 +68,9 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("db_file", "history.db_file", "DB_FILE", None, _text),
     _Spec("history_retention_hours", "history.retention_hours", "HISTORY_RETENTION_HOURS",
           None, _hours),
+    # ~270 bytes an event in memory: the most is ~270 MB.
     _Spec("history_max_events", "history.max_events", "HISTORY_MAX_EVENTS", None,
-          _int_range(1, None)),
+          _int_range(1, 1_000_000)),
     _Spec("web_auth_token", None, "WEB_AUTH_TOKEN", None, _secret),
     _Spec("demo", None, "DEMO", "--demo", _bool),
     # The environment's target (see _env_target); they also fill in provider-openai file
@@ -77,6 +81,10 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("probes", None, "PROBE_ENDPOINTS", "--probe.endpoints", _probe_list),
     *(_Spec(f"model.{kind}", None, env, None, _model) for kind, env in MODEL_ENV.items()),
 )
+# Settings that hold a secret: their variables also read <NAME>_FILE, and no other setting
+# may hold their value (see secrets.py).
+SECRET_KEYS = frozenset(s.key for s in _SPECS if s.parse is _secret)
+SECRET_ENV = tuple(s.env for s in _SPECS if s.parse is _secret and s.env)
 
 _DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in dataclasses.fields(Settings)
@@ -84,6 +92,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 _DEFAULTS.update(region=TargetSettings.__dataclass_fields__["region"].default,
                  listen=(_DEFAULTS["listen_host"], _DEFAULTS["listen_port"]),
+                 allow_fast=False,
                  demo=None)  # None: decided by the demo rule in load()
 
 # Set by the user somewhere, with where: {key: (value, "PROBE_INTERVAL_SEC")}
@@ -92,9 +101,17 @@ _Layer = dict[str, tuple[Any, str]]
 
 # -- command line ---------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors (an unknown flag, a missing value) raised as the one-line
+    ConfigError of every other bad setting instead of usage text and exit 2 on the spot."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Prometheus-style flags. Every default is None so load() can tell "not given"."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="openai-exporter", allow_abbrev=False,
         description="Prometheus exporter that probes the OpenAI API (and Azure OpenAI or "
                     "OpenAI-compatible servers) on a schedule.",
@@ -123,11 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe = parser.add_argument_group("probing")
     probe.add_argument("--probe.interval", dest="probe_interval", metavar="SECONDS",
-                       help="Seconds between probe rounds (or a duration such as 1m). "
-                            "Env: PROBE_INTERVAL_SEC. Default: 60.")
+                       help="Seconds between probe rounds (or a duration such as 1m), "
+                            "1-86400. Env: PROBE_INTERVAL_SEC. Default: 60.")
+    probe.add_argument("--probe.allow-fast", dest="probe_allow_fast",
+                       action=argparse.BooleanOptionalAction,
+                       help="Allow --probe.interval below 1 s (down to 0.05 s), for tests: "
+                            "every probe is a billed request. Env: PROBE_ALLOW_FAST. "
+                            "Default: off.")
     probe.add_argument("--probe.timeout", dest="probe_timeout", metavar="SECONDS",
-                       help="Per-probe timeout in seconds (or a duration such as 500ms). "
-                            "Env: HTTP_TIMEOUT_MS (milliseconds). Default: 12.")
+                       help="Per-probe timeout in seconds (or a duration such as 500ms), "
+                            "0.01-300. Env: HTTP_TIMEOUT_MS (milliseconds). Default: 12.")
     probe.add_argument("--probe.mode", dest="probe_mode", metavar="MODE",
                        help="roundrobin (one endpoint per target per interval) or all "
                             "(every endpoint every interval). Env: PROBE_MODE. "
@@ -154,8 +176,28 @@ class _DuplicateKey(Exception):
         self.key, self.line = key, line
 
 
+# A config file is a few levels deep and a few KB; these bounds keep a hostile or mistaken
+# one (a deep nest, /dev/zero) a one-line error instead of a RecursionError or a hang.
+MAX_YAML_DEPTH = 50
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """safe_load that refuses duplicate keys (PyYAML silently keeps the last one)."""
+    """safe_load that refuses duplicate keys (PyYAML silently keeps the last one), nesting
+    deeper than MAX_YAML_DEPTH, and scalars it cannot build, each with a line number."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
@@ -173,7 +215,26 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     return loader.construct_mapping(node, deep=deep)
 
 
+def _scalar_or_error(construct: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """A scalar constructor whose ValueError (an int of more than 4300 digits, a date such
+    as 2024-13-45) becomes a YAML error at the scalar's line."""
+    def build(loader: Any, node: Any) -> Any:
+        try:
+            return construct(loader, node)
+        except ValueError as exc:
+            text = str(node.value)
+            problem = ("a number with more than 4300 digits" if "digits" in str(exc)
+                       else f"cannot read {_show(text)}")
+            raise yaml.constructor.ConstructorError(None, None, problem,
+                                                    node.start_mark) from None
+    return build
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+for _tag, _construct in (("int", yaml.SafeLoader.construct_yaml_int),
+                         ("float", yaml.SafeLoader.construct_yaml_float),
+                         ("timestamp", yaml.SafeLoader.construct_yaml_timestamp)):
+    _StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _scalar_or_error(_construct))
 
 
 def _parse_yaml(text: str, name: str) -> Any:
@@ -188,15 +249,21 @@ def _parse_yaml(text: str, name: str) -> Any:
         raise ConfigError(f"{name}: invalid YAML{at}: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{name}: invalid YAML: {exc}") from None
+    except RecursionError:  # not expected below MAX_YAML_DEPTH; never a traceback though
+        raise ConfigError(f"{name}: invalid YAML: nested too deeply") from None
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
     name = f"config file {path}"
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read it: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{name}: cannot read it: larger than 1 MiB")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{name}: cannot read it: not UTF-8 text") from None
     doc = _parse_yaml(text, name)

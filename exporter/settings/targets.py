@@ -14,6 +14,7 @@ from .parsers import (
     _target_name, _url,
 )
 from .schema import ConfigError, TargetSettings
+from .secrets import check_secret_text
 from .sources import _check_keys
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -26,6 +27,19 @@ DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "azure": "AZURE_OPENAI_API_KEY",
 TARGET_KEYS = ("name", "provider", "base_url", "api_key_env", "region", "models", "probes",
                "headers", "org_id", "project_id", "api_version")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def key_envs(doc: dict[str, Any]) -> list[str]:
+    """Every variable that may hold a target's key: the providers' defaults and each
+    `api_key_env` of the file, read before the targets are validated (so that an error
+    in any setting can already hide their values)."""
+    names = [name for name in DEFAULT_KEY_ENV.values() if name]
+    targets = doc.get("targets")
+    for raw in targets if isinstance(targets, list) else ():
+        value = raw.get("api_key_env") if isinstance(raw, dict) else None
+        if isinstance(value, str) and _ENV_NAME.fullmatch(value.strip()):
+            names.append(value.strip())
+    return names
 
 
 def _file_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -157,7 +171,7 @@ def _resolve_file_target(
 
     base_url = t.get("base_url") or (merged.get("base_url") if fill else None) or OPENAI_BASE_URL
     key_env = t.get("api_key_env", DEFAULT_KEY_ENV[provider])
-    api_key = environ.get(key_env, "").strip() if key_env else ""
+    api_key = check_secret_text(environ.get(key_env, "").strip(), key_env) if key_env else ""
     key_error = ""
     if key_env and not api_key:
         named = ("named by api_key_env" if "api_key_env" in t
@@ -190,7 +204,7 @@ def _env_target(merged: dict[str, Any], sources: dict[str, str],
     target = TargetSettings(
         name="openai", provider="openai",
         base_url=merged.get("base_url", OPENAI_BASE_URL),
-        api_key=environ.get("OPENAI_API_KEY", "").strip(),
+        api_key=check_secret_text(environ.get("OPENAI_API_KEY", "").strip(), "OPENAI_API_KEY"),
         api_key_env="OPENAI_API_KEY", region=merged["region"],
         models={k: merged.get(f"model.{k}", DEFAULT_MODELS[k]) for k in MODEL_KINDS},
         probes=probes, org_id=merged.get("org_id", ""),

@@ -205,16 +205,25 @@ def metrics_route(registry: CollectorRegistry) -> Route:
     return Route(handler, needs_auth=False, params=None)
 
 
-def _health(req: Request) -> Response:
-    return Response("200 OK", [("Content-Type", "text/plain; charset=utf-8")], b"ok\n")
+def health_route(problem: Callable[[], str | None] | None = None) -> Route:
+    """/healthz: 200 "ok", or 503 with the one-line reason `problem()` gives (the probe
+    loop's liveness; exporter/liveness.py). Plain text, for curl and probes alike."""
+    def handler(req: Request) -> Response:
+        reason = problem() if problem is not None else None
+        if reason is None:
+            return Response("200 OK", [("Content-Type", "text/plain; charset=utf-8")], b"ok\n")
+        return Response("503 Service Unavailable",
+                        [("Content-Type", "text/plain; charset=utf-8")],
+                        (" ".join(reason.splitlines()) + "\n").encode())
 
-
-HEALTH = Route(_health, needs_auth=False, params=None)
+    return Route(handler, needs_auth=False, params=None)
 
 
 def make_app(registry: CollectorRegistry, routes: Mapping[str, Route] | None = None,
-             auth_token: str = "") -> Router:
-    """The exporter's app: /metrics, /healthz and /-/healthy, plus `routes` (the history's)."""
-    table = {"/metrics": metrics_route(registry), "/healthz": HEALTH, "/-/healthy": HEALTH}
+             auth_token: str = "", health: Callable[[], str | None] | None = None) -> Router:
+    """The exporter's app: /metrics, /healthz and /-/healthy (503 while `health()` names a
+    problem), plus `routes` (the history's)."""
+    healthz = health_route(health)
+    table = {"/metrics": metrics_route(registry), "/healthz": healthz, "/-/healthy": healthz}
     table.update(routes or {})
     return Router(table, auth_token)

@@ -150,7 +150,6 @@ class BoundedWSGIServer(ThreadingWSGIServer):
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily,
                  workers: int = WORKERS, max_waiting: int | None = None) -> None:
         self.address_family = family
-        super().__init__(address, _Handler)
         self.max_waiting = waiting_cap() if max_waiting is None else max_waiting
         self._waiting: OrderedDict[socket.socket, _Waiting] = OrderedDict()  # oldest first
         self._selector = selectors.DefaultSelector()
@@ -159,6 +158,10 @@ class BoundedWSGIServer(ThreadingWSGIServer):
         self._stopped = threading.Event()
         self._stopped.set()  # nothing to wait for until serve_forever runs
         self._jobs: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        # Binds; on failure it calls server_close(), which needs the fields above, and
+        # raises the OSError (a port in use) that main() reports as a bad setting.
+        super().__init__(address, _Handler)
         self._workers = [threading.Thread(target=self._work, name=f"http-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._workers:
