@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from ..catalogue import CATALOGUE
 from ..durations import parse_duration
+from ..usage.kinds import GROUP_BY_LABELS, KINDS
 from .schema import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -87,6 +88,19 @@ _plain_seconds = _positive("a number > 0")
 _seconds = _positive(_SECONDS, read=_number_or_duration)
 _milliseconds = _positive("a number of milliseconds > 0", 1000.0)
 _hours = _positive("a number of hours > 0")
+
+
+def _bounded(what: str, lo: float, hi: float,
+             read: Callable[[Any], float | None] = _number) -> Callable[[Any, str], float]:
+    """A parser of finite numbers with lo < value <= hi (lo exclusive when 0, else inclusive)."""
+    def parse(raw: Any, where: str) -> float:
+        value = read(raw)
+        if (value is None or not math.isfinite(value) or value > hi
+                or (value <= 0 if lo == 0 else value < lo)):
+            raise _bad(where, f"must be {what}", raw)
+        return value
+
+    return parse
 
 
 def _int_range(lo: int, hi: int | None) -> Callable[[Any, str], int]:
@@ -214,21 +228,32 @@ def _listen(raw: Any, where: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _probe_list(raw: Any, where: str) -> tuple[str, ...]:
-    """A comma list (env, flag) or a YAML list of probe keys, returned in catalogue order."""
-    allowed = ", ".join(CATALOGUE)
-    if isinstance(raw, str):
-        items = [s.strip() for s in raw.split(",") if s.strip()]
-    elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
-        items = [s.strip() for s in raw]
-    else:
-        raise _bad(where, f"must be a list of probe keys ({allowed})", raw)
-    if not items:
-        raise ConfigError(f"{where}: must name at least one probe (allowed: {allowed})")
-    for item in items:
-        if item not in CATALOGUE:
-            raise ConfigError(f"{where}: unknown probe {item!r} (allowed: {allowed})")
-    return tuple(name for name in CATALOGUE if name in items)
+def _name_list(vocabulary: tuple[str, ...], names: str, name: str
+               ) -> Callable[[Any, str], tuple[str, ...]]:
+    """A comma list (env, flag) or a YAML list of `names` from `vocabulary`, returned in
+    the vocabulary's order; `name` is one of them in the messages."""
+    allowed = ", ".join(vocabulary)
+
+    def parse(raw: Any, where: str) -> tuple[str, ...]:
+        if isinstance(raw, str):
+            items = [s.strip() for s in raw.split(",") if s.strip()]
+        elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+            items = [s.strip() for s in raw]
+        else:
+            raise _bad(where, f"must be a list of {names} ({allowed})", raw)
+        if not items:
+            raise ConfigError(f"{where}: must name at least one {name} (allowed: {allowed})")
+        for item in items:
+            if item not in vocabulary:
+                raise ConfigError(f"{where}: unknown {name} {item!r} (allowed: {allowed})")
+        return tuple(v for v in vocabulary if v in items)
+
+    return parse
+
+
+_probe_list = _name_list(tuple(CATALOGUE), "probe keys", "probe")
+_usage_kinds = _name_list(tuple(KINDS), "usage kinds", "usage kind")
+_group_by = _name_list(tuple(GROUP_BY_LABELS), "group_by fields", "group_by field")
 
 
 def _secret(raw: Any, where: str) -> str:
