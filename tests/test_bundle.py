@@ -46,6 +46,21 @@ CONTRACT = {
     "openai_cost_usd_total",
     "openai_exporter_build_info",
     "openai_probe_interval_seconds",
+    # Organisation usage and spend (exporter/usage/), and the probe budget guard.
+    "openai_usage_tokens_total",
+    "openai_usage_requests_total",
+    "openai_usage_images_total",
+    "openai_usage_characters_total",
+    "openai_usage_seconds_total",
+    "openai_usage_corrections_total",
+    "openai_org_cost_usd",
+    "openai_project_info",
+    "openai_project_rate_limit",
+    "openai_usage_poll_success",
+    "openai_usage_poll_errors_total",
+    "openai_usage_last_poll_timestamp_seconds",
+    "openai_usage_last_complete_bucket_timestamp_seconds",
+    "openai_probe_budget_exhausted",
 }
 # Series Prometheus itself adds to every scrape.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -125,8 +140,16 @@ def test_rules_read_only_contract_metrics() -> None:
 def test_contract_matches_the_exporter() -> None:
     """The names this bundle relies on are the ones exporter/metrics.py exposes."""
     metrics = pytest.importorskip("exporter.metrics")
+    from exporter.budget import BudgetGuard
+    from exporter.usage.kinds import DEFAULT_GROUP_BY, DEFAULT_KINDS
+    from exporter.usage.metrics import UsageMetrics
+
+    exporter_metrics = metrics.ExporterMetrics()
+    registry = exporter_metrics.registry
+    BudgetGuard(None, registry, exporter_metrics.skip)
+    registry.register(UsageMetrics(DEFAULT_KINDS, DEFAULT_GROUP_BY, ("costs",)))
     exposed = set()
-    for family in metrics.ExporterMetrics().registry.collect():
+    for family in registry.collect():
         if family.type == "counter":
             exposed.add(family.name + "_total")
         elif family.type == "histogram":
@@ -154,7 +177,8 @@ def test_dashboard_identity(dashboard: dict) -> None:
 
 def test_dashboard_rows(dashboard: dict) -> None:
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", "Requests & errors", "Latency", "Tokens", "Rate limits", "Logs"]
+    assert rows == ["Overview", "Requests & errors", "Latency", "Tokens", "Rate limits", "Logs",
+                    "Organization usage & spend"]
     types = {p["type"] for p in dashboard["panels"]}
     assert {"heatmap", "logs"} <= types
 
