@@ -320,3 +320,20 @@ def test_a_failed_save_keeps_counting_and_logs_once_a_minute(fake, tmp_path, cap
     assert len(errors) == 1
     assert r.counted("openai_usage_tokens_total", "completions", "input") == \
         fake.org.usage_between("completions", "input_tokens", start, clock.t)
+
+
+def test_a_clock_stepping_back_does_not_count_evicted_buckets_again(fake) -> None:
+    clock = Clock()
+    r = rig(fake, clock)
+    r.poll()
+    start = clock.t
+    clock.advance(INTERVAL)
+    r.poll()
+    counted = r.shown("openai_usage_tokens_total", "completions", "input")
+    clock.advance(-150)  # NTP steps the wall clock back 2.5 minutes
+    r.poll()
+    assert r.shown("openai_usage_tokens_total", "completions", "input") == counted
+    clock.advance(150 + INTERVAL)
+    r.poll()
+    assert r.shown("openai_usage_tokens_total", "completions", "input") == \
+        fake.org.usage_between("completions", "input_tokens", start, clock.t)

@@ -81,6 +81,7 @@ class UsagePoller:
         self.project_cap = LabelCap(config.max_series)  # projects
         self.limit_cap = LabelCap(config.max_series)  # (project, model) of the rate limits
         self.project_ids: list[str] = []
+        self.windows: dict[str, int] = {}  # kind -> start of its last window (monotonic)
         self.endpoints = {e: Endpoint() for e in (*config.kinds, *META_ENDPOINTS)}
         self.costs = reads.Costs(self.cost_cap)
         self.cost_totals: dict[str, float] = {}
@@ -192,6 +193,12 @@ class UsagePoller:
 
     def _poll_kind(self, kind: Kind, now: float) -> float:
         window_start = self._window_start(now)
+        last = self.windows.get(kind.name)
+        if last is not None and 0 < last - window_start <= self.config.lookback_minutes * 60:
+            # The wall clock stepped back: buckets before the last window have no marks any
+            # more and would be counted again. (A step back longer than the lookback means
+            # the clock was wrong before: follow it.)
+            window_start = last
         params = [("start_time", str(window_start)), ("bucket_width", "1m"),
                   ("limit", str(min(1440, self.config.lookback_minutes + 1)))]
         params += [("group_by[]", g) for g in self.config.group_by]
@@ -227,6 +234,7 @@ class UsagePoller:
             self.metrics.add(_series(kind.name, dims, f.family, f.token_type), amount)
         if out.corrections:
             self.metrics.correct(kind.name, out.corrections)
+        self.windows[kind.name] = reading.window_start
         self.store.save(kind.name, marks, out.changed, reading.window_start,
                         self.started_at[kind.name], self.metrics.pending())
 
