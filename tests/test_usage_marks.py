@@ -123,3 +123,17 @@ def test_one_correction_per_bucket_however_many_rows_went_down() -> None:
     marks.apply(reading({T0: {A: (100,), B: (50,)}, T0 + 60: {A: (10,)}}))
     out = marks.apply(reading({T0: {A: (90,), B: (40,)}, T0 + 60: {A: (5,)}}))
     assert out.corrections == 2  # two buckets, three rows
+
+
+def test_rows_share_one_tuple_per_label_set_and_quiet_ones_are_forgotten() -> None:
+    marks = KindMarks(1)
+    for i in range(100):  # a new label set every minute, each gone a minute later
+        dims = (f"proj_{i}", "m")
+        marks.apply(reading({T0 + 60 * i: {(f"proj_{i}", "m"): (1,)}},
+                            window_start=T0 + 60 * i))
+        assert next(iter(marks.buckets[T0 + 60 * i])) is marks._shared(dims)
+    assert len(marks) == 1 and len(marks._dims) <= 2 * 1 + 64
+    marks.apply(reading({T0 + 6000: {A: (1,)}, T0 + 6060: {(A[0], A[1]): (2,)}},
+                        window_start=T0 + 6000))
+    keys = [next(iter(rows)) for rows in marks.buckets.values()]
+    assert keys[0] is keys[1]  # equal label values from two readings: one tuple

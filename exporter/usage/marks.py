@@ -19,6 +19,7 @@ is, once no later poll can read it again. This module is pure: no I/O, no clock.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -29,9 +30,11 @@ Values = tuple[float | None, ...]  # one per field of the kind; None: not report
 @dataclass(slots=True)
 class Row:
     """The mark of one (bucket, dimensions): per field the highest value counted, and
-    whether the row is currently seen below it (its correction is already counted)."""
+    whether the row is currently seen below it (its correction is already counted).
+    An array of doubles, not a list of numbers: a third of the memory per row (exact for
+    counts below 2**53)."""
 
-    highs: list[float]
+    highs: array[float]
     low: bool = False
 
 
@@ -61,6 +64,10 @@ class KindMarks:
     def __init__(self, n_fields: int) -> None:
         self.n_fields = n_fields
         self.buckets: dict[int, dict[Dims, Row]] = {}
+        # One tuple per label set, shared by its rows in every bucket: the label values
+        # of a reading are new strings on every poll and would cost more than the marks.
+        self._dims: dict[Dims, Dims] = {}
+        self._dims_kept = 0
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self.buckets.values())
@@ -71,16 +78,24 @@ class KindMarks:
             for dims, row in self.buckets[bucket].items():
                 yield bucket, dims, row
 
-    def put(self, bucket: int, dims: Dims, row: Row) -> None:
+    def put(self, bucket: int, dims: Dims, highs: Iterable[float], low: bool = False) -> None:
         """Set one mark (loading from a store)."""
-        self.buckets.setdefault(bucket, {})[dims] = row
+        self.buckets.setdefault(bucket, {})[self._shared(dims)] = Row(array("d", highs), low)
 
     def evict(self, before: int) -> list[int]:
         """Drop the marks of buckets starting before `before`; returns their starts."""
         old = [b for b in self.buckets if b < before]
         for b in old:
             del self.buckets[b]
+        if len(self._dims) > 2 * self._dims_kept + 64:
+            # Forget label sets gone quiet, once their number has doubled: amortised O(1).
+            live = {dims for rows in self.buckets.values() for dims in rows}
+            self._dims = {d: d for d in self._dims if d in live}
+            self._dims_kept = len(self._dims)
         return old
+
+    def _shared(self, dims: Dims) -> Dims:
+        return self._dims.setdefault(dims, dims)
 
     def apply(self, reading: Reading, baseline: bool = False) -> Outcome:
         """Count one poll. With `baseline` (a fresh start: nothing counted yet), the
@@ -96,10 +111,11 @@ class KindMarks:
                 out.seen.add(dims)
                 row = marks.get(dims)
                 if row is None:
-                    row = marks[dims] = Row([0.0] * self.n_fields)
+                    dims = self._shared(dims)
+                    row = marks[dims] = Row(array("d", bytes(8 * self.n_fields)))
                     out.changed.add((bucket, dims))
                     if baseline:
-                        row.highs = [v or 0.0 for v in values]
+                        row.highs = array("d", (v or 0.0 for v in values))
                         continue
                 revised |= self._count(bucket, dims, row, values, out)
             if reading.complete:

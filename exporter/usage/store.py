@@ -18,7 +18,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from .marks import Dims, KindMarks, Row
+from .marks import Dims, KindMarks
 
 log = logging.getLogger("exporter.usage")
 
@@ -103,7 +103,7 @@ class SQLiteMarks:
                         (kind,)):
                     values = json.loads(highs)
                     if len(values) == n_fields:
-                        marks.put(bucket, tuple(json.loads(dims)), Row(values, bool(low)))
+                        marks.put(bucket, tuple(json.loads(dims)), values, bool(low))
             for series, amount in self._db.execute("SELECT series, amount FROM usage_pending"):
                 family, kind, dims, token_type = json.loads(series)
                 out.pending[(family, kind, tuple(dims), token_type)] = amount
@@ -118,7 +118,7 @@ class SQLiteMarks:
         for bucket, dims in changed:
             row = marks.buckets.get(bucket, {}).get(dims)
             if row is not None:
-                rows.append((kind, bucket, json.dumps(list(dims)), json.dumps(row.highs),
+                rows.append((kind, bucket, json.dumps(list(dims)), json.dumps(row.highs.tolist()),
                              int(row.low)))
         with self._lock:
             if self._closed:
