@@ -15,6 +15,7 @@ import requests
 from exporter.fake import FakeUpstream
 from tests.conftest import CANARY_KEY, clean_env
 from tests.test_main import ROOT, Daemon
+from tests.tools import require_tool
 from tests.usage_helpers import ADMIN_KEY
 
 USAGE_ENDPOINTS = ("completions", "embeddings", "moderations", "images", "audio_speeches",
@@ -35,9 +36,16 @@ def test_each_key_goes_only_where_it_belongs() -> None:
             d.wait_metric("openai_requests_total", lambda v: v >= 2, endpoint="chat",
                           status="success")
             status = requests.get(d.url + "/status", timeout=5).json()
+            exposition = requests.get(d.url + "/metrics", timeout=5).content
         finally:
             d.stop()
         records = fake.requests
+    promtool = require_tool("promtool")
+    proc = subprocess.run([promtool, "check", "metrics"], input=exposition,
+                          capture_output=True, timeout=30)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+    assert b'openai_project_rate_limit{kind="tpm",model="gpt-4o-mini",project="proj_alpha"}' \
+        in exposition
     admin = [r for r in records if r["path"].startswith("/v1/organization/")]
     probes = [r for r in records if not r["path"].startswith("/v1/organization/")]
     assert admin and probes
