@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 from prometheus_client import disable_created_metrics
 
 from . import __version__, logs
+from .budget import BudgetGuard
 from .history import History, MemoryHistory, SchemaVersionError, SQLiteHistory, StoreOpenError
 from .liveness import Liveness
 from .metrics import ExporterMetrics
@@ -21,8 +22,10 @@ from .pricing import PriceTable
 from .prober import Prober
 from .scheduler import ProbeLoop
 from .settings import ConfigError, Settings, load, redacted
+from .usage.setup import HOW_TO_ENABLE, UsageSetupError, build_usage
 from .web import history_routes, make_app, serve
 from .web.server import listen_family
+from .web.usage_json import usage_json
 
 if TYPE_CHECKING:  # the fake is imported only when the demo runs
     from .fake import FakeUpstream
@@ -30,6 +33,7 @@ if TYPE_CHECKING:  # the fake is imported only when the demo runs
 log = logging.getLogger("exporter")
 
 DEMO_KEY = "sk-demo-not-a-real-key"
+DEMO_ADMIN_KEY = "sk-admin-demo-not-a-real-key"  # the demo polls the fake's admin API too
 
 
 def _start_demo(settings: Settings) -> tuple[FakeUpstream, Settings]:
@@ -39,9 +43,10 @@ def _start_demo(settings: Settings) -> tuple[FakeUpstream, Settings]:
 
     fake = FakeUpstream(profile="chaos").start()
     targets = tuple(
-        dataclasses.replace(t, base_url=fake.base_url, api_key=DEMO_KEY, provider="openai")
+        dataclasses.replace(t, base_url=fake.base_url, api_key=DEMO_KEY, provider="openai",
+                            admin_key=DEMO_ADMIN_KEY, admin_key_env="")
         for t in settings.targets)
-    return fake, dataclasses.replace(settings, targets=targets)
+    return fake, dataclasses.replace(settings, targets=targets, admin_key=DEMO_ADMIN_KEY)
 
 
 def open_history(settings: Settings) -> History:
@@ -97,17 +102,40 @@ def run(settings: Settings, stop: threading.Event) -> int:
 
     metrics = ExporterMetrics()
     metrics.configure(settings)
+    liveness = Liveness(settings.interval_seconds, settings.timeout_seconds)
+
+    def skipped_on_purpose(target: str, endpoint: str, reason: str) -> None:
+        metrics.skip(target, endpoint, reason)
+        liveness.beat()  # a loop paused by the budget is alive, not dead (/healthz)
+
+    guard = BudgetGuard(settings.probe_budget_usd_per_day, metrics.registry,
+                        skipped_on_purpose)
+    guard.seed(history)  # with ENABLE_DB, the spend of the last 24 h survived a restart
+    try:
+        poller = build_usage(settings, metrics.registry)
+    except UsageSetupError as exc:
+        history.close()
+        if fake:
+            fake.stop()
+        raise ConfigError(f"DB_FILE={settings.db_file}: {exc}") from None
     prices = PriceTable(settings.prices)  # one per process: one warning per unpriced model
     probers = [Prober(t, timeout_seconds=settings.timeout_seconds, prices=prices)
                for t in settings.targets]
-    liveness = Liveness(settings.interval_seconds, settings.timeout_seconds)
     loop = ProbeLoop(settings, probers,
-                     [metrics.observe, history.add, logs.log_probe, liveness.observe])
-    app = make_app(metrics.registry, history_routes(history, config), settings.web_auth_token,
-                   health=liveness.problem)
+                     [metrics.observe, history.add, logs.log_probe, guard.observe,
+                      liveness.observe],
+                     gate=guard.allow)
+
+    def usage_status() -> dict:
+        return usage_json(poller.status() if poller else None, guard.status(), HOW_TO_ENABLE)
+
+    app = make_app(metrics.registry, history_routes(history, config, usage_status),
+                   settings.web_auth_token, health=liveness.problem)
     try:
         httpd, _ = serve(app, settings.listen_host, settings.listen_port)
     except OSError as exc:  # a port in use, a host that does not resolve: a bad setting
+        if poller:
+            poller.stop()
         history.close()
         if fake:
             fake.stop()
@@ -116,9 +144,13 @@ def run(settings: Settings, stop: threading.Event) -> int:
     log.info("listening on http://%s:%d (page /, /metrics, /status, /traces)",
              f"[{host}]" if ":" in host else host, httpd.server_port)
     loop.start()
+    if poller:
+        poller.start()
     stop.wait()
     log.info("stopping")
     loop.stop()
+    if poller:
+        poller.stop()
     httpd.shutdown()
     httpd.server_close()
     history.close()

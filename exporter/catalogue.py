@@ -139,6 +139,9 @@ class Probe:
     headers: dict[str, str] = field(default_factory=dict)
     default: bool = True  # probed when PROBE_ENDPOINTS is not set
     heavy: bool = False  # only with PROBE_HEAVY (costs real money)
+    # Costs nothing upstream (a list, moderations): keeps running while PROBE_BUDGET_USD_PER_DAY
+    # pauses the paid probes. Unset means paid, so a new entry is never free by accident.
+    free: bool = False
     # The providers that offer the endpoint, so a target of that provider probes it by
     # default. An OpenAI-compatible server (vLLM, Ollama) is expected to have only a few.
     providers: tuple[str, ...] = ("openai",)
@@ -185,17 +188,18 @@ CATALOGUE: dict[str, Probe] = {
         ),
         Probe(
             "moderations", "POST", "/moderations", _check_moderations, model_kind="moderation",
-            body=lambda m: {"model": m, "input": "ping"},
+            body=lambda m: {"model": m, "input": "ping"}, free=True,
         ),
-        Probe("models", "GET", "/models", _check_list, providers=PROVIDERS),
-        Probe("files", "GET", "/files", _check_list, params={"limit": "1"}),
-        Probe("fine_tunes", "GET", "/fine_tuning/jobs", _check_list, params={"limit": "1"}),
-        Probe("batches", "GET", "/batches", _check_list, params={"limit": "1"}),
+        Probe("models", "GET", "/models", _check_list, providers=PROVIDERS, free=True),
+        Probe("files", "GET", "/files", _check_list, params={"limit": "1"}, free=True),
+        Probe("fine_tunes", "GET", "/fine_tuning/jobs", _check_list, params={"limit": "1"},
+              free=True),
+        Probe("batches", "GET", "/batches", _check_list, params={"limit": "1"}, free=True),
         Probe(
             # The Assistants API was shut down in 2026: kept for endpoints that still
             # serve it, off by default.
             "assistants", "GET", "/assistants", _check_list, params={"limit": "1"},
-            headers={"OpenAI-Beta": "assistants=v2"}, default=False,
+            headers={"OpenAI-Beta": "assistants=v2"}, default=False, free=True,
         ),
         Probe(
             "images", "POST", "/images/generations", _check_images, model_kind="image",

@@ -26,12 +26,14 @@ from .settings import Settings
 log = logging.getLogger("exporter.scheduler")
 
 Sink = Callable[[ProbeResult], None]
+Gate = Callable[[str, str], bool]  # (target, endpoint) -> may it run now (budget.py)
 
 
 class ProbeLoop:
     def __init__(self, settings: Settings, probers: Iterable[Prober],
-                 sinks: Iterable[Sink]) -> None:
+                 sinks: Iterable[Sink], gate: Gate | None = None) -> None:
         self.settings = settings
+        self.gate = gate
         self.probers = list(probers)
         self.sinks = list(sinks)
         self._cycles: dict[str, itertools.cycle] = {}
@@ -74,6 +76,8 @@ class ProbeLoop:
 
     def run_one(self, prober: Prober, endpoint: str) -> ProbeResult | None:
         """Probe once and feed every sink; a failing sink never stops the loop."""
+        if self.gate is not None and not self.gate(prober.target.name, endpoint):
+            return None  # paused (the gate counts the skip)
         try:
             result = prober.run(endpoint)
         except Exception:  # a bug in the prober must not kill the schedule

@@ -12,6 +12,8 @@ from exporter.fake import FakeUpstream
 from exporter.settings import TargetSettings
 
 CANARY_KEY = "sk-proj-CANARY0x7e3b9d1f2a4c6e8b0d2f4a6c8e0b2d4f6a8c"
+# The admin key's canary (usage poller, fake admin API): it must show up nowhere either.
+ADMIN_CANARY_KEY = "sk-admin-CANARYadmin0x5f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
 MODELS = {"chat": "gpt-4o-mini", "embeddings": "text-embedding-3-small",
           "moderation": "omni-moderation-latest", "image": "gpt-image-1-mini"}
@@ -21,6 +23,20 @@ MODELS = {"chat": "gpt-4o-mini", "embeddings": "text-embedding-3-small",
 def fake():
     with FakeUpstream(seed=7) as upstream:
         yield upstream
+
+
+class Clock:
+    """A wall clock the test moves (the fake organisation's and the usage poller's)."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> float:
+        self.t += seconds
+        return self.t
 
 
 def make_target(base_url: str, **kw) -> TargetSettings:
@@ -41,7 +57,7 @@ def free_port() -> int:
 # Settings the exporter reads from the environment: a child process must not inherit
 # the developer's.
 _EXPORTER_ENV = ("OPENAI_", "PROBE_", "HTTP_TIMEOUT", "LISTEN_", "LOG_", "DEMO", "CONFIG_FILE",
-                 "ENABLE_DB", "DB_FILE", "WEB_AUTH", "HISTORY_")
+                 "ENABLE_DB", "DB_FILE", "WEB_AUTH", "HISTORY_", "USAGE_")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

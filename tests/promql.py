@@ -38,8 +38,9 @@ GRAFANA_VALUES: dict[str, str] = {
     "log_status": ".+",
 }
 
-# ${var}, ${var:format}, $var and [[var]] (the old syntax).
-_VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)(?::\w+)?\]\]")
+# ${var}, ${var:format}, $var and [[var]] (the old syntax). A name starts with a letter or
+# "_": "$1" is label_replace()'s first capture group, not a variable.
+_VAR = re.compile(r"\$\{([A-Za-z_]\w*)(?::\w+)?\}|\$([A-Za-z_]\w*)|\[\[(\w+)(?::\w+)?\]\]")
 _LABEL_VALUES = re.compile(r"^\s*label_values\((?:(.*),)?\s*(\w+)\s*\)\s*$", re.S)
 
 

@@ -47,6 +47,21 @@ CONTRACT = {
     "openai_cost_usd_total",
     "openai_exporter_build_info",
     "openai_probe_interval_seconds",
+    # Organisation usage and spend (exporter/usage/), and the probe budget guard.
+    "openai_usage_tokens_total",
+    "openai_usage_requests_total",
+    "openai_usage_images_total",
+    "openai_usage_characters_total",
+    "openai_usage_seconds_total",
+    "openai_usage_corrections_total",
+    "openai_org_cost_usd",
+    "openai_project_info",
+    "openai_project_rate_limit",
+    "openai_usage_poll_success",
+    "openai_usage_poll_errors_total",
+    "openai_usage_last_poll_timestamp_seconds",
+    "openai_usage_last_complete_bucket_timestamp_seconds",
+    "openai_probe_budget_exhausted",
 }
 # Series Prometheus itself adds to every scrape.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -126,8 +141,16 @@ def test_rules_read_only_contract_metrics() -> None:
 def test_contract_matches_the_exporter() -> None:
     """The names this bundle relies on are the ones exporter/metrics.py exposes."""
     metrics = pytest.importorskip("exporter.metrics")
+    from exporter.budget import BudgetGuard
+    from exporter.usage.kinds import DEFAULT_GROUP_BY, DEFAULT_KINDS
+    from exporter.usage.metrics import UsageMetrics
+
+    exporter_metrics = metrics.ExporterMetrics()
+    registry = exporter_metrics.registry
+    BudgetGuard(None, registry, exporter_metrics.skip)
+    registry.register(UsageMetrics(DEFAULT_KINDS, DEFAULT_GROUP_BY, ("costs",)))
     exposed = set()
-    for family in metrics.ExporterMetrics().registry.collect():
+    for family in registry.collect():
         if family.type == "counter":
             exposed.add(family.name + "_total")
         elif family.type == "histogram":
@@ -155,7 +178,8 @@ def test_dashboard_identity(dashboard: dict) -> None:
 
 def test_dashboard_rows(dashboard: dict) -> None:
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", "Requests & errors", "Latency", "Tokens", "Rate limits", "Logs"]
+    assert rows == ["Overview", "Requests & errors", "Latency", "Tokens", "Rate limits", "Logs",
+                    "Organization usage & spend"]
     types = {p["type"] for p in dashboard["panels"]}
     assert {"heatmap", "logs"} <= types
 
@@ -263,17 +287,21 @@ def test_compose_passes_keys_as_files_not_in_the_environment(compose: dict) -> N
     # A key in `environment:` shows in `docker inspect`; the exporter gets a path instead.
     exporter = compose["services"]["exporter"]
     env = exporter["environment"]
-    assert not {"OPENAI_API_KEY", "WEB_AUTH_TOKEN"} & set(env), env
+    assert not {"OPENAI_API_KEY", "WEB_AUTH_TOKEN", "OPENAI_ADMIN_KEY"} & set(env), env
     assert env["OPENAI_API_KEY_FILE"] == "${OPENAI_API_KEY_FILE:-}"
+    assert env["OPENAI_ADMIN_KEY_FILE"] == "${OPENAI_ADMIN_KEY_FILE:-}"
     assert env["WEB_AUTH_TOKEN_FILE"] == "${WEB_AUTH_TOKEN_FILE:-}"
     assert "./secrets:/run/secrets/openai-exporter:ro" in exporter["volumes"]
     example = (ROOT / ".env.example").read_text()
-    assert not re.search(r"^\s*(OPENAI_API_KEY|WEB_AUTH_TOKEN)=", example, re.M)
+    assert not re.search(r"^\s*(OPENAI_API_KEY|WEB_AUTH_TOKEN|OPENAI_ADMIN_KEY)=", example, re.M)
     assert re.search(r"^# OPENAI_API_KEY_FILE=/run/secrets/openai-exporter/\S+", example, re.M)
     # The demo profile's fake key ships as a file; anything else in secrets/ stays out of git.
     assert (ROOT / "secrets" / "demo-api-key").read_text().strip() == "sk-demo-not-a-real-key"
+    assert ((ROOT / "secrets" / "demo-admin-key").read_text().strip()
+            == "sk-admin-demo-not-a-real-key")
     ignored = (ROOT / "secrets" / ".gitignore").read_text().split()
-    assert ignored[0] == "*" and set(ignored[1:]) == {"!.gitignore", "!demo-api-key"}
+    assert ignored[0] == "*" and set(ignored[1:]) == {"!.gitignore", "!demo-api-key",
+                                                      "!demo-admin-key"}
 
 
 def test_docker_compose_config_never_carries_a_key() -> None:

@@ -18,12 +18,15 @@ from exporter.settings import (
     MODEL_KINDS, ConfigError, Settings, _SPECS, build_parser, default_probes, load, redacted,
     shipped_prices,
 )
+from tests.conftest import ADMIN_CANARY_KEY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTDATA = os.path.join("tests", "testdata", "config")
 CANARY = "sk-proj-CANARY0x7e3b9d1f2a4c6e8b0d2f4a6c8e0b2d4f6a8c"
 KEY = {"OPENAI_API_KEY": "sk-test"}
 PROBES = ", ".join(CATALOGUE)
+USAGE_KINDS = ("completions, embeddings, moderations, images, audio_speeches, "
+               "audio_transcriptions")
 # What a provider-openai target probes when it names no probes (spelled out: the
 # expectation must not be computed by the code under test).
 DEFAULT_PROBES = ("chat", "responses", "embeddings", "moderations", "models", "files",
@@ -70,8 +73,8 @@ INVALID_FILES = [
      "config file {path}: must be a mapping of settings at top level, got a list"),
     ("invalid-unknown-key.yaml",
      "config file: unknown key 'intervall' at top level (allowed: interval, timeout, mode, "
-     "heavy, region, listen_address, log_level, log_format, max_workers, prices, history, "
-     "targets)"),
+     "heavy, region, listen_address, log_level, log_format, max_workers, "
+     "probe_budget_usd_per_day, prices, history, usage, targets)"),
     ("invalid-interval.yaml", f"config file interval: {INTERVAL}, got 0"),
     ("invalid-timeout.yaml", f"config file timeout: {TIMEOUT}, got 'soon'"),
     ("invalid-mode.yaml", "config file mode: must be one of roundrobin, all, got 'sometimes'"),
@@ -134,7 +137,8 @@ INVALID_FILES = [
      "config file targets[0]: must be a mapping with at least a name, got 'openai'"),
     ("invalid-target-unknown-key.yaml",
      "config file: unknown key 'bas_url' in targets[0] (allowed: name, provider, base_url, "
-     "api_key_env, region, models, probes, headers, org_id, project_id, api_version)"),
+     "api_key_env, admin_key_env, region, models, probes, headers, org_id, project_id, "
+     "api_version)"),
     ("invalid-target-api-key.yaml",
      "config file targets[0].api_key: keys never go in the config file; put the key in an "
      "environment variable and set api_key_env to its name"),
@@ -206,6 +210,39 @@ INVALID_FILES = [
      "config file targets[0].region: must be 1-64 letters, digits or - _ . : /, got ''"),
     ("invalid-target-org-id.yaml",
      "config file targets[0].org_id: must be letters, digits, '-', '_' or '.', got 'org 1'"),
+    ("invalid-target-admin-key-env.yaml",
+     "config file targets[0].admin_key_env: must be the name of an environment variable "
+     "(letters, digits, '_'), not the key itself"),
+    ("invalid-target-admin-key-env-azure.yaml",
+     "config file targets[0].admin_key_env: only for provider openai (the Usage and Costs "
+     "APIs are OpenAI's)"),
+    ("invalid-usage-not-mapping.yaml",
+     "config file usage: must be a mapping (poll_interval, lookback_minutes, kinds, group_by, "
+     "max_series), got true"),
+    ("invalid-usage-unknown-key.yaml",
+     "config file: unknown key 'interval' in usage (allowed: poll_interval, lookback_minutes, "
+     "kinds, group_by, max_series)"),
+    ("invalid-usage-admin-key.yaml",
+     "config file usage.admin_key: secrets never go in the config file; use environment "
+     "variables (OPENAI_API_KEY or a target's api_key_env, WEB_AUTH_TOKEN)"),
+    ("invalid-usage-poll-interval.yaml",
+     "config file usage.poll_interval: must be 1-86400 seconds or a duration such as 5m, "
+     "got 0.5"),
+    ("invalid-usage-kinds.yaml",
+     f"config file usage.kinds: unknown usage kind 'vector_stores' (allowed: {USAGE_KINDS})"),
+    ("invalid-usage-group-by.yaml",
+     "config file usage.group_by: unknown group_by field 'batch' (allowed: project_id, model, "
+     "api_key_id, user_id)"),
+    ("invalid-usage-lookback.yaml",
+     "config file usage.lookback_minutes: must be a whole number 1-1440, got 2000"),
+    ("invalid-usage-lookback-short.yaml",
+     "config file usage.lookback_minutes: must cover two poll intervals of 600 s (config "
+     "file usage.poll_interval) so that every minute is read twice: at least 20, got 15"),
+    ("invalid-usage-max-series.yaml",
+     "config file usage.max_series: must be a whole number 1-100000, got 0"),
+    ("invalid-probe-budget.yaml",
+     "config file probe_budget_usd_per_day: must be a number of USD from 0.01 to 1000000, "
+     "got -1"),
 ]
 
 
@@ -332,6 +369,38 @@ ENV_CASES = [
      "OPENAI_ORG_ID: must be letters, digits, '-', '_' or '.', got 'org 1'"),
     ({"CONFIG_FILE": "/nonexistent/env.yaml"},
      "config file /nonexistent/env.yaml: cannot read it: No such file or directory"),
+    ({"USAGE_POLL_INTERVAL_SEC": "0.5"},
+     "USAGE_POLL_INTERVAL_SEC: must be a number of seconds 1-86400, got '0.5'"),
+    ({"USAGE_POLL_INTERVAL_SEC": "5m"},
+     "USAGE_POLL_INTERVAL_SEC: must be a number of seconds 1-86400, got '5m'"),
+    ({"USAGE_POLL_INTERVAL_SEC": "86401"},
+     "USAGE_POLL_INTERVAL_SEC: must be a number of seconds 1-86400, got '86401'"),
+    ({"USAGE_POLL_INTERVAL_SEC": "3600"},
+     "USAGE_POLL_INTERVAL_SEC: must be at most half the lookback (USAGE_LOOKBACK_MIN 60 "
+     "minutes = 3600 s), so that every minute is read twice, got 3600"),
+    ({"USAGE_LOOKBACK_MIN": "0"}, "USAGE_LOOKBACK_MIN: must be a whole number 1-1440, got '0'"),
+    ({"USAGE_LOOKBACK_MIN": "5"},
+     "USAGE_LOOKBACK_MIN: must cover two poll intervals of 300 s (USAGE_POLL_INTERVAL_SEC) so "
+     "that every minute is read twice: at least 10, got 5"),
+    ({"USAGE_KINDS": "completions,chat"},
+     f"USAGE_KINDS: unknown usage kind 'chat' (allowed: {USAGE_KINDS})"),
+    ({"USAGE_KINDS": ","},
+     f"USAGE_KINDS: must name at least one usage kind (allowed: {USAGE_KINDS})"),
+    ({"USAGE_GROUP_BY": "model,batch"},
+     "USAGE_GROUP_BY: unknown group_by field 'batch' (allowed: project_id, model, api_key_id, "
+     "user_id)"),
+    ({"USAGE_MAX_SERIES": "100001"},
+     "USAGE_MAX_SERIES: must be a whole number 1-100000, got '100001'"),
+    ({"PROBE_BUDGET_USD_PER_DAY": "0"},
+     "PROBE_BUDGET_USD_PER_DAY: must be a number of USD from 0.01 to 1000000, got '0'"),
+    ({"PROBE_BUDGET_USD_PER_DAY": "nan"},
+     "PROBE_BUDGET_USD_PER_DAY: must be a number of USD from 0.01 to 1000000, got 'nan'"),
+    ({"PROBE_BUDGET_USD_PER_DAY": "5 USD"},
+     "PROBE_BUDGET_USD_PER_DAY: must be a number of USD from 0.01 to 1000000, got '5 USD'"),
+    ({"PROBE_BUDGET_USD_PER_DAY": "1000001"},
+     "PROBE_BUDGET_USD_PER_DAY: must be a number of USD from 0.01 to 1000000, got '1000001'"),
+    ({"PROBE_BUDGET_USD_PER_DAY": "0.001"},
+     "PROBE_BUDGET_USD_PER_DAY: must be a number of USD from 0.01 to 1000000, got '0.001'"),
 ]
 
 
@@ -449,6 +518,76 @@ def test_precedence_without_flags(tmp_path, attr, line, env, default, in_file, i
     assert getattr(load([], KEY), attr) == default
     assert getattr(load(["--config.file", str(path)], KEY), attr) == in_file
     assert getattr(load(["--config.file", str(path)], {**KEY, **env}), attr) == in_env
+
+
+@pytest.mark.parametrize("attr,line,env,default,in_file,in_env", [
+    ("usage_poll_interval_seconds", "usage: {poll_interval: 2m}",
+     {"USAGE_POLL_INTERVAL_SEC": "60"}, 300.0, 120.0, 60.0),
+    ("usage_lookback_minutes", "usage: {lookback_minutes: 30}", {"USAGE_LOOKBACK_MIN": "90"},
+     60, 30, 90),
+    ("usage_kinds", "usage: {kinds: [images, completions]}", {"USAGE_KINDS": "embeddings"},
+     ("completions", "embeddings", "moderations", "images", "audio_speeches",
+      "audio_transcriptions"), ("completions", "images"), ("embeddings",)),
+    ("usage_group_by", "usage: {group_by: [model]}", {"USAGE_GROUP_BY": "user_id,project_id"},
+     ("project_id", "model"), ("model",), ("project_id", "user_id")),
+    ("usage_max_series", "usage: {max_series: 50}", {"USAGE_MAX_SERIES": "7"}, 1000, 50, 7),
+    ("probe_budget_usd_per_day", "probe_budget_usd_per_day: 2.5",
+     {"PROBE_BUDGET_USD_PER_DAY": "0.75"}, None, 2.5, 0.75),
+])
+def test_usage_settings_precedence(tmp_path, attr, line, env, default, in_file, in_env):
+    path = tmp_path / "c.yaml"
+    path.write_text(line + "\n")
+    assert getattr(load([], KEY), attr) == default
+    assert getattr(load(["--config.file", str(path)], KEY), attr) == in_file
+    assert getattr(load(["--config.file", str(path)], {**KEY, **env}), attr) == in_env
+
+
+ADMIN = ADMIN_CANARY_KEY
+
+
+def test_the_admin_key_of_the_environment_target():
+    s = load([], {**KEY, "OPENAI_ADMIN_KEY": f" {ADMIN}\n"})
+    assert (s.admin_key, s.targets[0].admin_key) == (ADMIN, ADMIN)
+    assert s.targets[0].admin_key_env == "OPENAI_ADMIN_KEY"
+    assert load([], KEY).targets[0].admin_key == ""
+    assert ADMIN not in repr(s)
+    view = redacted(s)
+    assert view["admin_key"] == "***" and view["targets"][0]["admin_key"] == "***"
+    assert view["targets"][0]["admin_key_env"] == "OPENAI_ADMIN_KEY"
+
+
+def test_admin_keys_of_file_targets(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "targets:\n  - {name: a}\n  - {name: b, admin_key_env: ORG_ADMIN}\n"
+        "  - {name: az, provider: azure, base_url: 'https://x.openai.azure.com', "
+        "api_version: '2024-10-21', models: {chat: c, embeddings: e}}\n")
+    env = {**KEY, "AZURE_OPENAI_API_KEY": "az", "ORG_ADMIN": ADMIN}
+    a, b, az = load(["--config.file", str(path)], {**env, "OPENAI_ADMIN_KEY": ADMIN}).targets
+    assert (a.admin_key, a.admin_key_env) == (ADMIN, "OPENAI_ADMIN_KEY")  # the default
+    assert (b.admin_key, b.admin_key_env) == (ADMIN, "ORG_ADMIN")
+    assert (az.admin_key, az.admin_key_env) == ("", "")  # never another provider's
+    a, b, _ = load(["--config.file", str(path)], env).targets
+    assert (a.admin_key, b.admin_key) == ("", ADMIN)
+    # A second organisation: one exporter polls one.
+    got = error_of(["--config.file", str(path)], {**env, "OPENAI_ADMIN_KEY": ADMIN + "x"})
+    assert got == ("targets[1] (b): the admin key in ORG_ADMIN differs from targets[0]'s "
+                   "(OPENAI_ADMIN_KEY); one exporter polls one organisation, so run one "
+                   "exporter per organisation")
+    assert ADMIN not in got and ADMIN[-12:] not in got
+    # Named but not set.
+    got = error_of(["--config.file", str(path)], {**KEY, "AZURE_OPENAI_API_KEY": "az"})
+    assert got == ("targets[1] (b): environment variable ORG_ADMIN named by admin_key_env is "
+                   "not set")
+
+
+def test_an_admin_key_without_an_openai_target_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("targets:\n  - {name: local, provider: openai_compatible, "
+                    "base_url: 'http://127.0.0.1:8000/v1', models: {chat: m, embeddings: e}}\n")
+    got = error_of(["--config.file", str(path)], {"OPENAI_ADMIN_KEY": ADMIN})
+    assert got == ("OPENAI_ADMIN_KEY: set, but no target has provider openai (the Usage and "
+                   "Costs APIs are OpenAI's); unset it")
 
 
 def test_region_default_file_env_and_target(tmp_path):

@@ -122,6 +122,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
             "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
             "PROBE_INTERVAL_SEC": "1",
             "PROBE_MODE": "all",
+            # The organisation panels and rules: the fake's admin API, polled every second.
+            "OPENAI_ADMIN_KEY": "sk-admin-test-truth-0000",
+            "USAGE_POLL_INTERVAL_SEC": "1",
             "LISTEN_ADDRESS": f"127.0.0.1:{exporter_port}",
         })
         _wait("the exporter's /healthz", lambda: _get(

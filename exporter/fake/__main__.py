@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="chaos random seed")
     parser.add_argument("--api-key", default=None,
                         help="the only accepted key (default: any non-empty key)")
+    parser.add_argument("--admin-key", default=None,
+                        help="the only accepted admin key (default: any sk-admin- key)")
     parser.add_argument("--rpm-limit", type=int, default=500, help="requests per window")
     parser.add_argument("--tpm-limit", type=int, default=200000, help="tokens per window")
     parser.add_argument("--window-seconds", type=float, default=60.0,
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         fake = FakeUpstream(args.host, args.port, api_key=args.api_key, profile=args.profile,
                             latency_ms=args.latency_ms, seed=args.seed,
                             rpm_limit=args.rpm_limit, tpm_limit=args.tpm_limit,
-                            window_seconds=args.window_seconds)
+                            window_seconds=args.window_seconds, admin_key=args.admin_key)
     except (ValueError, OSError) as err:
         parser.error(str(err))
     for endpoint, fault in args.fault:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .faults import DEFAULT_TRICKLE_MS
 from .tables import JSON, Json
@@ -25,6 +25,9 @@ class Request:
     json: Json  # the parsed body; None when empty or not JSON
     route: Route
     deployment: str | None = None  # Azure: the {deployment} segment of the path
+    path_params: dict[str, str] = field(default_factory=dict)  # every {name} segment
+    multi: dict[str, list[str]] = field(default_factory=dict)  # name -> every value (arrays)
+    org: Any = None  # the fake's org.Organization: what the admin routes serve
 
     @property
     def endpoint(self) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import answers
+from . import admin, answers
 from .answers import Builder
 from .errors import unauthorized
 from .exchange import Plan, Request
@@ -76,6 +76,11 @@ _BUILDERS: dict[str, Builder] = {
     "images": answers.images,
 }
 
+_ADMIN_BUILDERS: dict[str, Builder] = {
+    **{name: admin.usage for name in admin.ADMIN_ENDPOINTS if name.startswith("usage_")},
+    "costs": admin.costs, "projects": admin.projects, "project_rate_limits": admin.rate_limits,
+}
+
 ROUTES: tuple[Route, ...] = (
     # OpenAI: every probe endpoint at its /v1 path, Bearer auth.
     *(Route(method, path, endpoint, _BUILDERS[endpoint])
@@ -93,6 +98,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/openai/fine_tuning/jobs", "fine_tunes", answers.list_page, azure=True),
     Route("GET", "/openai/batches", "batches", answers.list_page, azure=True),
     Route("POST", "/openai/responses", "responses", answers.responses, azure=True),
+    # The organisation admin API (admin key only): usage, costs, projects, rate limits.
+    *(Route("GET", path, endpoint, _ADMIN_BUILDERS[endpoint], auth=admin.admin_key_auth)
+      for endpoint, path in admin.ADMIN_ENDPOINTS.items()),
 )
 
 ROUTED_ENDPOINTS: tuple[str, ...] = tuple(dict.fromkeys(r.endpoint for r in ROUTES))
@@ -100,12 +108,14 @@ ROUTED_ENDPOINTS: tuple[str, ...] = tuple(dict.fromkeys(r.endpoint for r in ROUT
 
 
 def route(method: str, path: str, query: dict[str, str], headers: dict[str, str],
-          raw: bytes, body: Json) -> Request | None:
+          raw: bytes, body: Json, multi: dict[str, list[str]] | None = None,
+          org: Any = None) -> Request | None:
     """The request as its route sees it, or None when no row takes it."""
     path = path.rstrip("/") or "/"
     for row in ROUTES:
         params = row.match(method, path, body)
         if params is not None:
             return Request(method, path, query, headers, raw, body, row,
-                           deployment=params.get("deployment"))
+                           deployment=params.get("deployment"), path_params=params,
+                           multi=multi or {}, org=org)
     return None

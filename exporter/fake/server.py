@@ -14,6 +14,7 @@ from .errors import AZURE_NOT_FOUND, ApiError, invalid_url
 from .exchange import Plan, Request, parse_json, plan_json
 from .faults import BODY_FAULTS, DEFAULT_DELAY_MS, REPLACE_FAULTS, FaultBook
 from .limiter import Limiter
+from .org import Organization
 from .routes import ROUTED_ENDPOINTS, route
 from .tables import TOKEN_ENDPOINTS
 from .wire import Server
@@ -30,23 +31,30 @@ class FakeUpstream:
     lognormal jitter (80-1500 ms, median 250 ms) on top of ``latency_ms`` and, with the
     odds in ``CHAOS_WEIGHTS``, a random fault; ``time_scale`` multiplies the chaos
     jitter and stalls (0 makes chaos instant, for tests). ``clock`` drives the rate-limit
-    windows.
+    windows. ``admin_key=None`` accepts any ``sk-admin-`` key on the admin routes; ``org``
+    is the organisation they serve (with its own clock).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None,
                  profile: str = "healthy", latency_ms: float = 0.0, seed: int | None = None,
                  rpm_limit: int = 500, tpm_limit: int = 200000, window_seconds: float = 60.0,
                  time_scale: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 admin_key: str | None = None) -> None:
         if profile not in ("healthy", "chaos"):
             raise ValueError(f"profile must be 'healthy' or 'chaos', not {profile!r}")
         if api_key is not None and not api_key:
             raise ValueError("api_key must be None (accept any key) or non-empty")
+        if admin_key is not None and not admin_key:
+            raise ValueError("admin_key must be None (accept any sk-admin- key) or non-empty")
         if rpm_limit < 1 or tpm_limit < 1 or window_seconds <= 0:
             raise ValueError("rpm_limit, tpm_limit and window_seconds must be positive")
         if latency_ms < 0 or time_scale < 0:
             raise ValueError("latency_ms and time_scale must be >= 0")
         self.api_key = api_key
+        self.admin_key = admin_key
+        # The organisation behind the admin routes; its clock and lag are settable.
+        self.org = Organization(chaos=profile == "chaos")
         self.latency_ms = latency_ms
         self._faults = FaultBook(ROUTED_ENDPOINTS, chaos=profile == "chaos", seed=seed,
                                  time_scale=time_scale)
@@ -156,11 +164,13 @@ class FakeUpstream:
     # -- planning ------------------------------------------------------------------
 
     def plan(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
-             raw: bytes) -> tuple[Plan, dict[str, Any]]:
+             raw: bytes, multi: dict[str, list[str]] | None = None
+             ) -> tuple[Plan, dict[str, Any]]:
         """Decide the whole answer to one API request, and record the request; the
-        handler executes the plan and fills in the record's status."""
+        handler executes the plan and fills in the record's status. `multi` has every
+        value of each query parameter (arrays such as group_by[])."""
         body = parse_json(raw)
-        req = route(method, path, query, headers, raw, body)
+        req = route(method, path, query, headers, raw, body, multi, self.org)
         record: dict[str, Any] = {
             "method": method, "path": path, "query": dict(query),
             "headers": {k: ("<redacted>" if k in _SECRET_HEADERS else v)

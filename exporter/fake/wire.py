@@ -122,7 +122,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         fake = self.server.fake
         split = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        multi = parse_qs(split.query, keep_blank_values=True)
+        query = {k: v[-1] for k, v in multi.items()}
         raw = self._read_body()
         if split.path.startswith("/__fake__/"):
             self._control(split.path, raw)
@@ -130,7 +131,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         record: dict[str, Any] | None
         try:
-            plan, record = fake.plan(self.command, split.path, query, headers, raw)
+            plan, record = fake.plan(self.command, split.path, query, headers, raw, multi)
         except Exception:  # a bug in the fake must not look like a network fault
             log.exception("fake upstream failed on %s %s", self.command, split.path)
             plan, record = plan_json(500, error("fake upstream bug", "server_error")), None

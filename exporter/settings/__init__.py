@@ -15,6 +15,7 @@ The probe vocabulary comes from the catalogue and the price table from exporter.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Any
@@ -112,6 +113,8 @@ def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> S
             if key_error:
                 raise ConfigError(key_error)
 
+    _check_usage(merged, sources, [t for t, _, _ in resolved])
+
     host, port = merged["listen"]
     return Settings(
         targets=tuple(t for t, _, _ in resolved),
@@ -131,6 +134,44 @@ def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> S
         history_retention_hours=merged["history_retention_hours"],
         history_max_events=merged["history_max_events"],
         web_auth_token=merged["web_auth_token"],
+        admin_key=merged["admin_key"],
+        usage_poll_interval_seconds=merged["usage_poll_interval_seconds"],
+        usage_lookback_minutes=merged["usage_lookback_minutes"],
+        usage_kinds=merged["usage_kinds"],
+        usage_group_by=merged["usage_group_by"],
+        usage_max_series=merged["usage_max_series"],
+        probe_budget_usd_per_day=merged["probe_budget_usd_per_day"],
         config_file=config_file,
         config_check=bool(args.config_check),
     )
+
+
+def _check_usage(merged: dict[str, Any], sources: dict[str, str],
+                 targets: list[TargetSettings]) -> None:
+    """The cross-field rules of the usage poller (docs/usage.md)."""
+    polled = [(i, t) for i, t in enumerate(targets) if t.admin_key]
+    for i, t in polled[1:]:
+        j, first = polled[0]
+        if t.admin_key != first.admin_key:
+            # The usage metrics carry no target label: two organisations would mix.
+            raise ConfigError(
+                f"targets[{i}] ({t.name}): the admin key in {t.admin_key_env} differs from "
+                f"targets[{j}]'s ({first.admin_key_env}); one exporter polls one organisation, "
+                "so run one exporter per organisation")
+    if merged["admin_key"] and not any(t.provider == "openai" for t in targets):
+        raise ConfigError("OPENAI_ADMIN_KEY: set, but no target has provider openai (the Usage "
+                          "and Costs APIs are OpenAI's); unset it")
+    interval = merged["usage_poll_interval_seconds"]
+    lookback = merged["usage_lookback_minutes"]
+    if lookback * 60 < 2 * interval:
+        # Every minute must be read at least twice: once while it fills, once after.
+        if "usage_lookback_minutes" in sources:
+            interval_from = sources.get("usage_poll_interval_seconds", "USAGE_POLL_INTERVAL_SEC")
+            raise ConfigError(
+                f"{sources['usage_lookback_minutes']}: must cover two poll intervals of "
+                f"{interval:g} s ({interval_from}) so that every minute is read twice: at least "
+                f"{math.ceil(2 * interval / 60)}, got {lookback}")
+        raise ConfigError(
+            f"{sources['usage_poll_interval_seconds']}: must be at most half the lookback "
+            f"(USAGE_LOOKBACK_MIN {lookback} minutes = {lookback * 60} s), so that every "
+            f"minute is read twice, got {interval:g}")

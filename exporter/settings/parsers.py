@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from ..catalogue import CATALOGUE
 from ..durations import parse_duration
+from ..usage.kinds import GROUP_BY_LABELS, KINDS
 from .schema import ConfigError
 from .secrets import check_secret_text
 
@@ -247,21 +248,32 @@ def _listen(raw: Any, where: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _probe_list(raw: Any, where: str) -> tuple[str, ...]:
-    """A comma list (env, flag) or a YAML list of probe keys, returned in catalogue order."""
-    allowed = ", ".join(CATALOGUE)
-    if isinstance(raw, str):
-        items = [s.strip() for s in raw.split(",") if s.strip()]
-    elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
-        items = [s.strip() for s in raw]
-    else:
-        raise _bad(where, f"must be a list of probe keys ({allowed})", raw)
-    if not items:
-        raise ConfigError(f"{where}: must name at least one probe (allowed: {allowed})")
-    for item in items:
-        if item not in CATALOGUE:
-            raise ConfigError(f"{where}: unknown probe {item!r} (allowed: {allowed})")
-    return tuple(name for name in CATALOGUE if name in items)
+def _name_list(vocabulary: tuple[str, ...], names: str, name: str
+               ) -> Callable[[Any, str], tuple[str, ...]]:
+    """A comma list (env, flag) or a YAML list of `names` from `vocabulary`, returned in
+    the vocabulary's order; `name` is one of them in the messages."""
+    allowed = ", ".join(vocabulary)
+
+    def parse(raw: Any, where: str) -> tuple[str, ...]:
+        if isinstance(raw, str):
+            items = [s.strip() for s in raw.split(",") if s.strip()]
+        elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+            items = [s.strip() for s in raw]
+        else:
+            raise _bad(where, f"must be a list of {names} ({allowed})", raw)
+        if not items:
+            raise ConfigError(f"{where}: must name at least one {name} (allowed: {allowed})")
+        for item in items:
+            if item not in vocabulary:
+                raise ConfigError(f"{where}: unknown {name} {item!r} (allowed: {allowed})")
+        return tuple(v for v in vocabulary if v in items)
+
+    return parse
+
+
+_probe_list = _name_list(tuple(CATALOGUE), "probe keys", "probe")
+_usage_kinds = _name_list(tuple(KINDS), "usage kinds", "usage kind")
+_group_by = _name_list(tuple(GROUP_BY_LABELS), "group_by fields", "group_by field")
 
 
 def _secret(raw: Any, where: str) -> str:

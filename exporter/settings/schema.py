@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..catalogue import CATALOGUE
+from ..usage.kinds import DEFAULT_GROUP_BY, DEFAULT_KINDS
 
 
 class ConfigError(Exception):
@@ -30,6 +31,10 @@ class TargetSettings:
     org_id: str = ""
     project_id: str = ""
     api_version: str = ""  # azure only
+    # The organisation's admin key (Usage and Costs APIs), sent only to /organization/*;
+    # "" when this target's organisation is not polled. Never printed.
+    admin_key: str = field(default="", repr=False)
+    admin_key_env: str = ""  # where admin_key came from ("" when none)
 
     def model_for(self, endpoint: str) -> str:
         """The model (azure: deployment) a probe of `endpoint` names; "" for probes that
@@ -59,5 +64,13 @@ class Settings:
     history_retention_hours: float = 24.0
     history_max_events: int = 100_000
     web_auth_token: str = field(default="", repr=False)
+    # organisation usage and spend (issue 9, docs/usage.md)
+    admin_key: str = field(default="", repr=False)  # OPENAI_ADMIN_KEY
+    usage_poll_interval_seconds: float = 300.0
+    usage_lookback_minutes: int = 60
+    usage_kinds: tuple[str, ...] = DEFAULT_KINDS
+    usage_group_by: tuple[str, ...] = DEFAULT_GROUP_BY
+    usage_max_series: int = 1000
+    probe_budget_usd_per_day: float | None = None  # None: no cap
     config_file: str = ""
     config_check: bool = False  # --config.check: main() validates, prints a summary, exits 0

@@ -16,9 +16,9 @@ from .. import __version__
 from ..catalogue import CATALOGUE, MODEL_ENV
 from ..pricing import PriceError, parse_prices, shipped_prices
 from .parsers import (
-    _bad, _bool, _enum, _hours, _identifier, _int_range, _interval, _interval_env, _listen,
-    _log_level, _model, _probe_list, _region, _secret, _show, _text, _timeout, _timeout_ms,
-    _url,
+    _bad, _bool, _enum, _group_by, _hours, _identifier, _int_range, _interval, _interval_env,
+    _listen, _log_level, _model, _number_in, _number_or_duration, _probe_list, _region,
+    _secret, _show, _text, _timeout, _timeout_ms, _url, _usage_kinds,
 )
 from .schema import ConfigError, Settings, TargetSettings
 
@@ -26,8 +26,12 @@ MODES = ("roundrobin", "all")
 LOG_FORMATS = ("json", "text")
 
 TOP_KEYS = ("interval", "timeout", "mode", "heavy", "region", "listen_address", "log_level",
-            "log_format", "max_workers", "prices", "history", "targets")
+            "log_format", "max_workers", "probe_budget_usd_per_day", "prices", "history",
+            "usage", "targets")
 HISTORY_KEYS = ("enable_db", "db_file", "retention_hours", "max_events")
+USAGE_KEYS = ("poll_interval", "lookback_minutes", "kinds", "group_by", "max_series")
+# Mappings of the file that hold settings of their own: section -> its keys.
+SECTIONS = {"history": HISTORY_KEYS, "usage": USAGE_KEYS}
 
 _SECRETISH = re.compile(
     r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd|authorization|bearer|credentials?)"
@@ -72,6 +76,21 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("history_max_events", "history.max_events", "HISTORY_MAX_EVENTS", None,
           _int_range(1, 1_000_000)),
     _Spec("web_auth_token", None, "WEB_AUTH_TOKEN", None, _secret),
+    # Organisation usage and spend (docs/usage.md); the admin key is a secret like the
+    # others: environment only, masked in /status.
+    _Spec("admin_key", None, "OPENAI_ADMIN_KEY", None, _secret),
+    _Spec("usage_poll_interval_seconds", "usage.poll_interval", "USAGE_POLL_INTERVAL_SEC",
+          None, _number_in("1-86400 seconds or a duration such as 5m", 1, 86400,
+                           read=_number_or_duration),
+          _number_in("a number of seconds 1-86400", 1, 86400)),
+    _Spec("usage_lookback_minutes", "usage.lookback_minutes", "USAGE_LOOKBACK_MIN", None,
+          _int_range(1, 1440)),
+    _Spec("usage_kinds", "usage.kinds", "USAGE_KINDS", None, _usage_kinds),
+    _Spec("usage_group_by", "usage.group_by", "USAGE_GROUP_BY", None, _group_by),
+    _Spec("usage_max_series", "usage.max_series", "USAGE_MAX_SERIES", None,
+          _int_range(1, 100_000)),
+    _Spec("probe_budget_usd_per_day", "probe_budget_usd_per_day", "PROBE_BUDGET_USD_PER_DAY",
+          None, _number_in("a number of USD from 0.01 to 1000000", 0.01, 1_000_000)),
     _Spec("demo", None, "DEMO", "--demo", _bool),
     # The environment's target (see _env_target); they also fill in provider-openai file
     # targets (see _resolve_file_target).
@@ -286,22 +305,25 @@ def _check_keys(mapping: dict[Any, Any], allowed: tuple[str, ...], where: str,
 
 
 def _file_layer(doc: dict[str, Any]) -> _Layer:
-    _check_keys(doc, TOP_KEYS, "", "at top level",
-                "secrets never go in the config file; use environment variables "
-                "(OPENAI_API_KEY or a target's api_key_env, WEB_AUTH_TOKEN)")
-    history = doc.get("history", {})
-    if history is None:
-        history = {}
-    if not isinstance(history, dict):
-        raise _bad("config file history", "must be a mapping (" + ", ".join(HISTORY_KEYS) + ")",
-                   history)
-    _check_keys(history, HISTORY_KEYS, "history.", "in history", None)
+    hint = ("secrets never go in the config file; use environment variables "
+            "(OPENAI_API_KEY or a target's api_key_env, WEB_AUTH_TOKEN)")
+    _check_keys(doc, TOP_KEYS, "", "at top level", hint)
+    sections: dict[str, dict[str, Any]] = {"": doc}
+    for name, keys in SECTIONS.items():
+        section = doc.get(name, {})
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise _bad(f"config file {name}", "must be a mapping (" + ", ".join(keys) + ")",
+                       section)
+        _check_keys(section, keys, f"{name}.", f"in {name}", hint)
+        sections[name] = section
     layer: _Layer = {}
     for spec in _SPECS:
         if spec.yaml is None:
             continue
-        section, _, key = spec.yaml.rpartition(".")
-        mapping = history if section == "history" else doc
+        section_name, _, key = spec.yaml.rpartition(".")
+        mapping = sections[section_name]
         if key in mapping:
             where = f"config file {spec.yaml}"
             layer[spec.key] = (spec.parse(mapping[key], where), where)

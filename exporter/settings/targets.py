@@ -24,8 +24,8 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "azure": "AZURE_OPENAI_API_KEY",
                    "openai_compatible": ""}
 
-TARGET_KEYS = ("name", "provider", "base_url", "api_key_env", "region", "models", "probes",
-               "headers", "org_id", "project_id", "api_version")
+TARGET_KEYS = ("name", "provider", "base_url", "api_key_env", "admin_key_env", "region",
+               "models", "probes", "headers", "org_id", "project_id", "api_version")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -95,6 +95,16 @@ def _parse_file_target(raw: Any, i: int) -> dict[str, Any]:
             raise ConfigError(f"{where}.api_key_env: must be the name of an environment "
                               "variable (letters, digits, '_'), not the key itself")
         out["api_key_env"] = value.strip()
+
+    if "admin_key_env" in raw:
+        if provider != "openai":
+            raise ConfigError(f"{where}.admin_key_env: only for provider openai (the Usage and "
+                              "Costs APIs are OpenAI's)")
+        value = raw["admin_key_env"]
+        if not isinstance(value, str) or not _ENV_NAME.fullmatch(value.strip()):
+            raise ConfigError(f"{where}.admin_key_env: must be the name of an environment "
+                              "variable (letters, digits, '_'), not the key itself")
+        out["admin_key_env"] = value.strip()
 
     if "region" in raw:
         out["region"] = _region(raw["region"], f"{where}.region")
@@ -178,9 +188,20 @@ def _resolve_file_target(
                  else f"(the default api_key_env for provider {provider})")
         key_error = (f"targets[{i}] ({t['name']}): environment variable {key_env} {named} "
                      "is not set")
+    # The admin key: the target's own admin_key_env, else OPENAI_ADMIN_KEY (openai only).
+    admin_env, admin_key = "", ""
+    if "admin_key_env" in t:
+        admin_env = t["admin_key_env"]
+        admin_key = environ.get(admin_env, "").strip()
+        if not admin_key and not key_error:
+            key_error = (f"targets[{i}] ({t['name']}): environment variable {admin_env} "
+                         "named by admin_key_env is not set")
+    elif fill and merged.get("admin_key"):
+        admin_env, admin_key = sources["admin_key"], merged["admin_key"]
     target = TargetSettings(
         name=t["name"], provider=provider, base_url=base_url, api_key=api_key,
-        api_key_env=key_env, region=t.get("region", merged["region"]), models=models,
+        api_key_env=key_env, admin_key=admin_key, admin_key_env=admin_env,
+        region=t.get("region", merged["region"]), models=models,
         probes=probes, headers=t.get("headers", {}),
         org_id=t.get("org_id", merged.get("org_id", "") if fill else ""),
         project_id=t.get("project_id", merged.get("project_id", "") if fill else ""),
@@ -206,6 +227,8 @@ def _env_target(merged: dict[str, Any], sources: dict[str, str],
         base_url=merged.get("base_url", OPENAI_BASE_URL),
         api_key=check_secret_text(environ.get("OPENAI_API_KEY", "").strip(), "OPENAI_API_KEY"),
         api_key_env="OPENAI_API_KEY", region=merged["region"],
+        admin_key=merged.get("admin_key", ""),
+        admin_key_env=sources.get("admin_key", "") if merged.get("admin_key") else "",
         models={k: merged.get(f"model.{k}", DEFAULT_MODELS[k]) for k in MODEL_KINDS},
         probes=probes, org_id=merged.get("org_id", ""),
         project_id=merged.get("project_id", ""),

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from functools import wraps
 from importlib import resources
 from typing import Any
+from collections.abc import Callable
 from urllib.parse import quote
 
 from ..history import History, HistoryClosed, HistoryError, TraceFilter
@@ -117,10 +118,10 @@ def _traces_body(page_events: list[dict[str, Any]], fmt: str) -> Response:
     ], buf.getvalue().encode())
 
 
-def history_routes(history: History, probe_config: dict[str, Any] | None = None
-                   ) -> dict[str, Route]:
+def history_routes(history: History, probe_config: dict[str, Any] | None = None,
+                   usage: Callable[[], dict[str, Any]] | None = None) -> dict[str, Route]:
     """The routes of the history; `probe_config` is the redacted effective config that
-    /status shows."""
+    /status shows, `usage` gives its usage block (exporter/web/usage_json.py)."""
     config = probe_config or {}
     page = resources.files("exporter").joinpath("page.html").read_bytes()
 
@@ -134,6 +135,8 @@ def history_routes(history: History, probe_config: dict[str, Any] | None = None
                             series=_flag(req.params, "series"))
         doc = status_json(st, history.info())
         doc["config"] = config
+        if usage is not None:
+            doc["usage"] = usage()
         return json_response(doc)
 
     def histogram_route(req: Request) -> Response:
