@@ -20,7 +20,7 @@ from .metrics import ExporterMetrics
 from .pricing import PriceTable
 from .prober import Prober
 from .scheduler import ProbeLoop
-from .settings import ConfigError, Settings, load, redacted
+from .settings import ConfigError, Settings, describe, load, redacted
 from .web import history_routes, make_app, serve
 from .web.server import listen_family
 
@@ -94,6 +94,9 @@ def run(settings: Settings, stop: threading.Event) -> int:
                     fake.base_url)
     config = redacted(settings)
     log.info("starting openai-exporter %s", __version__, extra={"config": config})
+    shard = describe(settings)  # one line when sharded or not primary; a warning when empty
+    if shard:
+        log.log(logging.INFO if settings.targets else logging.WARNING, "%s", shard)
 
     metrics = ExporterMetrics()
     metrics.configure(settings)
@@ -104,7 +107,7 @@ def run(settings: Settings, stop: threading.Event) -> int:
     loop = ProbeLoop(settings, probers,
                      [metrics.observe, history.add, logs.log_probe, liveness.observe])
     app = make_app(metrics.registry, history_routes(history, config), settings.web_auth_token,
-                   health=liveness.problem)
+                   health=liveness.problem if settings.targets else None)  # empty shard
     try:
         httpd, _ = serve(app, settings.listen_host, settings.listen_port)
     except OSError as exc:  # a port in use, a host that does not resolve: a bad setting
@@ -151,7 +154,10 @@ def main(argv: list[str] | None = None) -> None:
         if problem:
             _exit_config_error(ConfigError(f"DB_FILE={settings.db_file}: cannot use it: "
                                            f"{problem}"))
-        print(f"openai-exporter: configuration OK ({len(settings.targets)} target(s))")
+        total = len(settings.targets) + settings.targets_on_other_shards
+        shard = (f"; shard {settings.shard_index} of {settings.shard_count} probes "
+                 f"{len(settings.targets)}" if settings.shard_count > 1 else "")
+        print(f"openai-exporter: configuration OK ({total} target(s){shard})")
         sys.exit(0)
     logs.setup(settings.log_level, settings.log_format)
 

@@ -9,7 +9,8 @@ that holds its key (``api_key_env``), and no error message ever repeats a secret
 The rules (precedence, demo, file targets vs environment) are in docs/configuration.md.
 One job per module: ``schema`` (Settings, TargetSettings, ConfigError), ``parsers`` (one
 value each), ``sources`` (the table of settings; file, environment and flag layers),
-``targets`` (file targets, the environment's target), ``redaction`` (the safe view).
+``targets`` (file targets, the environment's target), ``shards`` (which targets this
+instance probes), ``redaction`` (the safe view).
 The probe vocabulary comes from the catalogue and the price table from exporter.pricing.
 """
 
@@ -26,6 +27,7 @@ from .redaction import redacted
 from .parsers import INTERVAL, INTERVAL_ENV, MIN_INTERVAL, _bad
 from .schema import ConfigError, Settings, TargetSettings
 from .secrets import SecretBook
+from .shards import MAX_SHARDS, describe, shard_of, select
 from .sources import (
     _DEFAULTS, _SPECS, SECRET_ENV, SECRET_KEYS, _cli_layer, _env_layer, _file_layer, _prices,
     _read_config_file, build_parser,
@@ -33,8 +35,9 @@ from .sources import (
 from .targets import _env_target, _file_targets, _resolve_file_target, key_envs
 
 __all__ = [
-    "ConfigError", "MODEL_KINDS", "_SPECS", "Settings", "TargetSettings", "build_parser",
-    "default_probes", "load", "redacted", "shipped_prices",
+    "ConfigError", "MAX_SHARDS", "MODEL_KINDS", "_SPECS", "Settings", "TargetSettings",
+    "build_parser", "default_probes", "describe", "load", "redacted", "shard_of",
+    "shipped_prices",
 ]
 
 
@@ -112,9 +115,11 @@ def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> S
             if key_error:
                 raise ConfigError(key_error)
 
+    # Every target was checked above, so a config is valid or not on every shard alike.
+    shard = select([t for t, _, _ in resolved], merged, sources)
     host, port = merged["listen"]
     return Settings(
-        targets=tuple(t for t, _, _ in resolved),
+        targets=shard.targets,
         interval_seconds=merged["interval_seconds"],
         timeout_seconds=merged["timeout_seconds"],
         mode=merged["mode"],
@@ -131,6 +136,10 @@ def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> S
         history_retention_hours=merged["history_retention_hours"],
         history_max_events=merged["history_max_events"],
         web_auth_token=merged["web_auth_token"],
+        shard_index=shard.index,
+        shard_count=shard.count,
+        primary=shard.primary,
+        targets_on_other_shards=shard.elsewhere,
         config_file=config_file,
         config_check=bool(args.config_check),
     )

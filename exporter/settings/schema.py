@@ -59,5 +59,12 @@ class Settings:
     history_retention_hours: float = 24.0
     history_max_events: int = 100_000
     web_auth_token: str = field(default="", repr=False)
+    # scale-out (shards.py): this instance probes the targets whose name hashes to
+    # shard_index of shard_count; `primary` runs the once-per-fleet work (the organisation
+    # usage poller reads this flag and nothing else about shards).
+    shard_index: int = 0
+    shard_count: int = 1
+    primary: bool = True
+    targets_on_other_shards: int = 0  # configured targets this instance leaves to others
     config_file: str = ""
     config_check: bool = False  # --config.check: main() validates, prints a summary, exits 0

@@ -21,13 +21,17 @@ from .parsers import (
     _url,
 )
 from .schema import ConfigError, Settings, TargetSettings
+from .shards import MAX_SHARDS, _shard_count, _shard_index
 
 MODES = ("roundrobin", "all")
 LOG_FORMATS = ("json", "text")
 
 TOP_KEYS = ("interval", "timeout", "mode", "heavy", "region", "listen_address", "log_level",
-            "log_format", "max_workers", "prices", "history", "targets")
+            "log_format", "max_workers", "prices", "history", "shard", "targets")
 HISTORY_KEYS = ("enable_db", "db_file", "retention_hours", "max_events")
+SHARD_KEYS = ("index", "count", "primary")
+# Mappings of the file that hold settings of their own: section -> its keys.
+SECTIONS = {"history": HISTORY_KEYS, "shard": SHARD_KEYS}
 
 _SECRETISH = re.compile(
     r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd|authorization|bearer|credentials?)"
@@ -72,6 +76,10 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("history_max_events", "history.max_events", "HISTORY_MAX_EVENTS", None,
           _int_range(1, 1_000_000)),
     _Spec("web_auth_token", None, "WEB_AUTH_TOKEN", None, _secret),
+    # Scale-out (shards.py): one config file for every instance, each with its own index.
+    _Spec("shard_index", "shard.index", "SHARD_INDEX", "--shard.index", _shard_index),
+    _Spec("shard_count", "shard.count", "SHARD_COUNT", "--shard.count", _shard_count),
+    _Spec("primary", "shard.primary", "SHARD_PRIMARY", "--shard.primary", _bool),
     _Spec("demo", None, "DEMO", "--demo", _bool),
     # The environment's target (see _env_target); they also fill in provider-openai file
     # targets (see _resolve_file_target).
@@ -93,6 +101,7 @@ _DEFAULTS: dict[str, Any] = {
 _DEFAULTS.update(region=TargetSettings.__dataclass_fields__["region"].default,
                  listen=(_DEFAULTS["listen_host"], _DEFAULTS["listen_port"]),
                  allow_fast=False,
+                 primary=None,  # None: shard 0 (shards.select)
                  demo=None)  # None: decided by the demo rule in load()
 
 # Set by the user somewhere, with where: {key: (value, "PROBE_INTERVAL_SEC")}
@@ -161,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
                        action=argparse.BooleanOptionalAction,
                        help="Allow probes that cost real money (images) and add them to the "
                             "defaults. Env: PROBE_HEAVY. Default: off.")
+    shard = parser.add_argument_group("scale-out (docs/bundle.md#scale-out)")
+    shard.add_argument("--shard.index", dest="shard_index", metavar="N",
+                       help="This instance's shard, 0 to count-1: it probes the targets whose "
+                            "name hashes to it. Env: SHARD_INDEX. Default: 0.")
+    shard.add_argument("--shard.count", dest="shard_count", metavar="N",
+                       help=f"Number of instances sharing the targets, 1-{MAX_SHARDS}. "
+                            "Env: SHARD_COUNT. Default: 1 (every target).")
+    shard.add_argument("--shard.primary", dest="shard_primary",
+                       action=argparse.BooleanOptionalAction,
+                       help="Run the once-per-fleet work (the organisation usage poller). "
+                            "Env: SHARD_PRIMARY. Default: on for shard 0 only.")
     probe.add_argument("--demo", dest="demo", action=argparse.BooleanOptionalAction,
                        help="Probe the bundled fake upstream instead of a real API. Env: DEMO. "
                             "Default: on when OPENAI_API_KEY and OPENAI_BASE_URL are both "
@@ -286,22 +306,25 @@ def _check_keys(mapping: dict[Any, Any], allowed: tuple[str, ...], where: str,
 
 
 def _file_layer(doc: dict[str, Any]) -> _Layer:
-    _check_keys(doc, TOP_KEYS, "", "at top level",
-                "secrets never go in the config file; use environment variables "
-                "(OPENAI_API_KEY or a target's api_key_env, WEB_AUTH_TOKEN)")
-    history = doc.get("history", {})
-    if history is None:
-        history = {}
-    if not isinstance(history, dict):
-        raise _bad("config file history", "must be a mapping (" + ", ".join(HISTORY_KEYS) + ")",
-                   history)
-    _check_keys(history, HISTORY_KEYS, "history.", "in history", None)
+    hint = ("secrets never go in the config file; use environment variables "
+            "(OPENAI_API_KEY or a target's api_key_env, WEB_AUTH_TOKEN)")
+    _check_keys(doc, TOP_KEYS, "", "at top level", hint)
+    sections: dict[str, dict[str, Any]] = {"": doc}
+    for name, keys in SECTIONS.items():
+        section = doc.get(name, {})
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise _bad(f"config file {name}", "must be a mapping (" + ", ".join(keys) + ")",
+                       section)
+        _check_keys(section, keys, f"{name}.", f"in {name}", None)
+        sections[name] = section
     layer: _Layer = {}
     for spec in _SPECS:
         if spec.yaml is None:
             continue
-        section, _, key = spec.yaml.rpartition(".")
-        mapping = history if section == "history" else doc
+        section_name, _, key = spec.yaml.rpartition(".")
+        mapping = sections[section_name]
         if key in mapping:
             where = f"config file {spec.yaml}"
             layer[spec.key] = (spec.parse(mapping[key], where), where)
