@@ -203,3 +203,24 @@ def test_alloy_remote_write_snippet() -> None:
     # Loaded with config.alloy from one directory, component names must not collide.
     logs = _alloy_blocks((ROOT / "alloy" / "config.alloy").read_text())
     assert not set(blocks) & set(logs)
+
+
+# -- one exporter per region ----------------------------------------------------------------
+
+def test_region_configs_tell_their_series_apart() -> None:
+    keys = {"OPENAI_API_KEY": "x", "AZURE_EASTUS_KEY": "x", "AZURE_SWEDEN_KEY": "x"}
+    regions = {}
+    for path in sorted((ROOT / "deploy" / "regions").glob("*.yaml")):
+        settings = load(["--config.file", str(path)], keys)
+        regions[path.stem] = settings
+        # The exporter's region is the file's name, on every target that sets none.
+        assert settings.targets[0].name == "openai"
+        assert settings.targets[0].region == path.stem
+    assert set(regions) == {"us-east-1", "eu-west-1"}
+    # Exactly one runs the organisation usage poller.
+    assert [name for name, s in regions.items() if s.primary] == ["us-east-1"]
+    # The recording rules drop `instance`: two exporters must never share a target and a
+    # region, or the rules would add their probes together.
+    pairs = [(t.name, t.region) for s in regions.values() for t in s.targets]
+    assert len(pairs) == len(set(pairs)), pairs
+    assert not any(s.heavy for s in regions.values())
