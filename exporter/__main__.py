@@ -21,8 +21,8 @@ from .metrics import ExporterMetrics
 from .pricing import PriceTable
 from .prober import Prober
 from .scheduler import ProbeLoop
-from .settings import ConfigError, Settings, load, redacted
-from .usage.setup import HOW_TO_ENABLE, UsageSetupError, build_usage
+from .settings import ConfigError, Settings, describe, load, redacted
+from .usage.setup import UsageSetupError, build_usage, off_reason
 from .web import history_routes, make_app, serve
 from .web.server import listen_family
 from .web.usage_json import usage_json
@@ -46,7 +46,10 @@ def _start_demo(settings: Settings) -> tuple[FakeUpstream, Settings]:
         dataclasses.replace(t, base_url=fake.base_url, api_key=DEMO_KEY, provider="openai",
                             admin_key=DEMO_ADMIN_KEY, admin_key_env="")
         for t in settings.targets)
-    return fake, dataclasses.replace(settings, targets=targets, admin_key=DEMO_ADMIN_KEY)
+    # The demo polls the fake's organisation too (on the primary, like any organisation).
+    usage_target = targets[0] if targets and settings.primary else None
+    return fake, dataclasses.replace(settings, targets=targets, admin_key=DEMO_ADMIN_KEY,
+                                     usage_target=usage_target)
 
 
 def open_history(settings: Settings) -> History:
@@ -99,6 +102,9 @@ def run(settings: Settings, stop: threading.Event) -> int:
                     fake.base_url)
     config = redacted(settings)
     log.info("starting openai-exporter %s", __version__, extra={"config": config})
+    shard = describe(settings)  # one line when sharded or not primary; a warning when empty
+    if shard:
+        log.log(logging.INFO if settings.targets else logging.WARNING, "%s", shard)
 
     metrics = ExporterMetrics()
     metrics.configure(settings)
@@ -127,10 +133,12 @@ def run(settings: Settings, stop: threading.Event) -> int:
                      gate=guard.allow)
 
     def usage_status() -> dict:
-        return usage_json(poller.status() if poller else None, guard.status(), HOW_TO_ENABLE)
+        return usage_json(poller.status() if poller else None, guard.status(),
+                          off_reason(settings))
 
     app = make_app(metrics.registry, history_routes(history, config, usage_status),
-                   settings.web_auth_token, health=liveness.problem)
+                   settings.web_auth_token,
+                   health=liveness.problem if settings.targets else None)  # empty shard
     try:
         httpd, _ = serve(app, settings.listen_host, settings.listen_port)
     except OSError as exc:  # a port in use, a host that does not resolve: a bad setting
@@ -183,7 +191,10 @@ def main(argv: list[str] | None = None) -> None:
         if problem:
             _exit_config_error(ConfigError(f"DB_FILE={settings.db_file}: cannot use it: "
                                            f"{problem}"))
-        print(f"openai-exporter: configuration OK ({len(settings.targets)} target(s))")
+        total = len(settings.targets) + settings.targets_on_other_shards
+        shard = (f"; shard {settings.shard_index} of {settings.shard_count} probes "
+                 f"{len(settings.targets)}" if settings.shard_count > 1 else "")
+        print(f"openai-exporter: configuration OK ({total} target(s){shard})")
         sys.exit(0)
     logs.setup(settings.log_level, settings.log_format)
 

@@ -114,11 +114,29 @@ class ExporterMetrics:
             "openai_exporter_build_info", "Build information of openai-exporter (always 1)",
             ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
+        # Where this instance stands in a fleet of exporters (docs/bundle.md#scale-out): a
+        # shard that is missing or runs twice, or a fleet without exactly one primary,
+        # shows in PromQL. `up` cannot show it: an instance never started has no `up`.
+        self.shard_index = Gauge(
+            "openai_exporter_shard_index",
+            "This instance's shard (SHARD_INDEX, 0 to the shard count - 1): it probes the "
+            "targets whose name hashes to it", registry=r)
+        self.shards = Gauge(
+            "openai_exporter_shards",
+            "Number of shards the configured targets are split across (SHARD_COUNT; 1: not "
+            "sharded)", registry=r)
+        self.primary = Gauge(
+            "openai_exporter_primary",
+            "1 if this instance runs the once-per-fleet work (the organisation usage "
+            "poller), else 0", registry=r)
 
     def configure(self, settings: Settings) -> None:
         """Create every series the configuration implies, so that rates and ratios
         read 0 instead of "No data" before the first error ever happens."""
         self.interval.set(settings.interval_seconds)
+        self.shard_index.set(settings.shard_index)
+        self.shards.set(settings.shard_count)
+        self.primary.set(1 if settings.primary else 0)
         for t in settings.targets:
             for endpoint in t.probes:
                 base = (t.name, t.region, endpoint, t.model_for(endpoint))

@@ -57,7 +57,7 @@ def free_port() -> int:
 # Settings the exporter reads from the environment: a child process must not inherit
 # the developer's.
 _EXPORTER_ENV = ("OPENAI_", "PROBE_", "HTTP_TIMEOUT", "LISTEN_", "LOG_", "DEMO", "CONFIG_FILE",
-                 "ENABLE_DB", "DB_FILE", "WEB_AUTH", "HISTORY_", "USAGE_")
+                 "ENABLE_DB", "DB_FILE", "WEB_AUTH", "HISTORY_", "USAGE_", "SHARD_")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -27,7 +27,8 @@ ALERTS = ROOT / "prometheus" / "rules" / "openai-exporter.alerts.yml"
 RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*.yml"))
 K8S = ROOT / "deploy" / "kubernetes"
 
-# The metric contract (shared/DESIGN.md) plus openai_probe_interval_seconds, as sample names.
+# The metric contract (shared/DESIGN.md) plus openai_probe_interval_seconds and the fleet
+# gauges (docs/bundle.md#scale-out), as sample names.
 CONTRACT = {
     "openai_requests_total",
     "openai_request_duration_seconds_bucket",
@@ -62,6 +63,9 @@ CONTRACT = {
     "openai_usage_last_poll_timestamp_seconds",
     "openai_usage_last_complete_bucket_timestamp_seconds",
     "openai_probe_budget_exhausted",
+    "openai_exporter_shard_index",
+    "openai_exporter_shards",
+    "openai_exporter_primary",
 }
 # Series Prometheus itself adds to every scrape.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}

@@ -74,7 +74,7 @@ INVALID_FILES = [
     ("invalid-unknown-key.yaml",
      "config file: unknown key 'intervall' at top level (allowed: interval, timeout, mode, "
      "heavy, region, listen_address, log_level, log_format, max_workers, "
-     "probe_budget_usd_per_day, prices, history, usage, targets)"),
+     "probe_budget_usd_per_day, prices, history, usage, shard, targets)"),
     ("invalid-interval.yaml", f"config file interval: {INTERVAL}, got 0"),
     ("invalid-timeout.yaml", f"config file timeout: {TIMEOUT}, got 'soon'"),
     ("invalid-mode.yaml", "config file mode: must be one of roundrobin, all, got 'sometimes'"),
@@ -114,6 +114,19 @@ INVALID_FILES = [
      "config file history.max_events: must be a whole number 1-1000000, got 0"),
     ("invalid-history-db-file.yaml",
      "config file history.db_file: must be a non-empty string, got ''"),
+    # Scale-out (more cases, through every source: tests/test_shards.py).
+    ("invalid-shard-index.yaml", "config file shard.index: must be a whole number 0-999 "
+     "(this instance's shard, below the shard count), got 1.5"),
+    ("invalid-shard-count.yaml", "config file shard.count: must be a whole number 1-1000, got 0"),
+    ("invalid-shard-index-beyond-count.yaml",
+     "config file shard.index: must be below the shard count 3 (config file shard.count), "
+     "got 3"),
+    ("invalid-shard-primary.yaml",
+     "config file shard.primary: must be one of 1, 0, true, false, yes, no, got 'sometimes'"),
+    ("invalid-shard-not-mapping.yaml",
+     "config file shard: must be a mapping (index, count, primary), got 2"),
+    ("invalid-shard-unknown-key.yaml",
+     "config file: unknown key 'replicas' in shard (allowed: index, count, primary)"),
     ("invalid-prices-negative.yaml",
      "config file prices.gpt-4o-mini.input: must be a number 0-100000 (USD per 1M tokens), "
      "got -0.15"),

@@ -13,20 +13,15 @@ Everything listens on 127.0.0.1 on free ports and is killed at the end.
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
-from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
 
 from tests import promql
 from tests.conftest import clean_env, free_port
+from tests.prom import Processes, Prometheus, assert_queries_answer, get
 from tests.tools import require_tool
 
 ROOT = promql.ROOT
@@ -35,62 +30,6 @@ JOB = "openai-exporter"  # the job name the rules and the dashboard's default ex
 SETTLE_TIMEOUT = 90.0  # seconds to wait for enough samples
 RETRY_TIMEOUT = 30.0  # extra seconds for expressions that were still empty
 
-# Talk to 127.0.0.1 directly, whatever *_proxy says.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
-    try:
-        with _OPENER.open(url, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def _wait(what: str, check, timeout: float,
-          procs: list[tuple[str, subprocess.Popen, Path]]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name, proc, log in procs:
-            if proc.poll() is not None:
-                pytest.fail(f"{name} exited with {proc.returncode} while waiting for {what}:\n"
-                            + _tail(log))
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n"
-                + "\n".join(f"--- {n}\n{_tail(log)}" for n, _, log in procs))
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class Prometheus:
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def query(self, expr: str) -> dict:
-        url = f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        status, body = _get(url, timeout=10)
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            doc = {"status": "error", "error": f"HTTP {status}: {body[:200]}"}
-        return doc
-
-    def result(self, expr: str) -> list:
-        doc = self.query(expr)
-        if doc.get("status") != "success":
-            raise AssertionError(f"{doc.get('errorType')}: {doc.get('error')}")
-        return doc["data"]["result"]
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
@@ -98,26 +37,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     require_tool("promtool")
     tmp = tmp_path_factory.mktemp("truth")
     upstream_port, exporter_port, prom_port = free_port(), free_port(), free_port()
-    env = clean_env()
-
-    procs: list[tuple[str, subprocess.Popen, Path]] = []
-
-    def start(name: str, args: list[str], extra_env: dict[str, str] | None = None) -> None:
-        log = tmp / f"{name}.log"
-        fh = log.open("wb")
-        proc = subprocess.Popen(args, cwd=ROOT, env={**env, **(extra_env or {})},
-                                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        fh.close()
-        procs.append((name, proc, log))
-
+    procs = Processes(tmp, ROOT, clean_env())
     try:
-        start("fake-upstream", [sys.executable, "-m", "exporter.fake",
-                                "--host", "127.0.0.1", "--port", str(upstream_port),
-                                "--profile", "chaos", "--seed", "1"])
-        _wait("the fake upstream", lambda: socket.create_connection(
-            ("127.0.0.1", upstream_port), 1).close() is None, 20, procs)
+        procs.start("fake-upstream", [sys.executable, "-m", "exporter.fake",
+                                      "--host", "127.0.0.1", "--port", str(upstream_port),
+                                      "--profile", "chaos", "--seed", "1"])
+        procs.wait("the fake upstream", lambda: socket.create_connection(
+            ("127.0.0.1", upstream_port), 1).close() is None, 20)
 
-        start("exporter", [sys.executable, "-m", "exporter"], {
+        procs.start("exporter", [sys.executable, "-m", "exporter"], {
             "OPENAI_API_KEY": "sk-test-truth-0000",
             "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
             "PROBE_INTERVAL_SEC": "1",
@@ -127,8 +55,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
             "USAGE_POLL_INTERVAL_SEC": "1",
             "LISTEN_ADDRESS": f"127.0.0.1:{exporter_port}",
         })
-        _wait("the exporter's /healthz", lambda: _get(
-            f"http://127.0.0.1:{exporter_port}/healthz")[0] == 200, 30, procs)
+        procs.wait("the exporter's /healthz", lambda: get(
+            f"http://127.0.0.1:{exporter_port}/healthz")[0] == 200, 30)
 
         config = tmp / "prometheus.yml"
         rule_files = "\n".join(f"  - {p}" for p in promql.RULE_FILES)
@@ -143,12 +71,12 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:{exporter_port}"]
 """)
-        start("prometheus", [prometheus, f"--config.file={config}",
-                             f"--storage.tsdb.path={tmp / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{prom_port}",
-                             "--log.level=warn"])
+        procs.start("prometheus", [prometheus, f"--config.file={config}",
+                                   f"--storage.tsdb.path={tmp / 'data'}",
+                                   f"--web.listen-address=127.0.0.1:{prom_port}",
+                                   "--log.level=warn"])
         prom = Prometheus(f"http://127.0.0.1:{prom_port}")
-        _wait("Prometheus /-/ready", lambda: _get(f"{prom.base}/-/ready")[0] == 200, 30, procs)
+        procs.wait("Prometheus /-/ready", lambda: get(f"{prom.base}/-/ready")[0] == 200, 30)
 
         def settled() -> bool:
             # Enough scrapes for every rate(), and the rule groups evaluated on them.
@@ -157,31 +85,16 @@ scrape_configs:
                 return False
             return bool(prom.result("target:openai_requests_errors_per_requests:ratio_rate5m"))
 
-        _wait("20 scrapes and the recording rules", settled, SETTLE_TIMEOUT, procs)
+        procs.wait("20 scrapes and the recording rules", settled, SETTLE_TIMEOUT)
         yield prom
     finally:
-        for _, proc, _ in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc, _ in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        procs.stop()
 
 
 def _prometheus_queries() -> list[promql.Query]:
     qs = [q for q in promql.dashboard_queries(DASHBOARD) if q.datasource == "prometheus"]
     # The ```promql examples of README.md and docs/ too: a user pastes those.
     return qs + promql.rule_queries() + promql.doc_queries("promql")
-
-
-
-def _as_promql(q: promql.Query) -> str:
-    expr = promql.substitute(q.expr)
-    lv = promql.label_values(expr)
-    return lv[0] if lv else expr
 
 
 def test_every_dashboard_and_rule_query_returns_data(stack: Prometheus) -> None:
@@ -193,38 +106,7 @@ def test_every_dashboard_and_rule_query_returns_data(stack: Prometheus) -> None:
     queries += [promql.Query("recorded series", name, name, source="rules")
                 for name in sorted(promql.recorded_names())]
 
-    pending: dict[promql.Query, str] = {}
-    errors: list[str] = []
-    for q in queries:
-        expr = _as_promql(q)
-        doc = stack.query(expr)
-        if doc.get("status") != "success":
-            errors.append(f"{q.describe()}\n    -> {doc.get('errorType')}: {doc.get('error')}")
-            continue
-        result = doc["data"]["result"]
-        if q.where == "alert":
-            continue  # a condition: an empty answer means "not firing", which is fine
-        if q.where == "variable":
-            lv = promql.label_values(promql.substitute(q.expr))
-            result = [r for r in result if r["metric"].get(lv[1])] if lv else result
-        if not result:
-            pending[q] = expr
-    assert not errors, "queries Prometheus rejects:\n" + "\n".join(errors)
-
-    # Some windows need a few more samples (a rule evaluated once so far): retry the
-    # empty ones for a while before calling them broken.
-    deadline = time.monotonic() + RETRY_TIMEOUT
-    while pending and time.monotonic() < deadline:
-        time.sleep(2)
-        for q, expr in list(pending.items()):
-            result = stack.result(expr)
-            if q.where == "variable":
-                lv = promql.label_values(promql.substitute(q.expr))
-                result = [r for r in result if lv and r["metric"].get(lv[1])]
-            if result:
-                del pending[q]
-    assert not pending, "queries that return no data (a user sees \"No data\"):\n" + "\n".join(
-        f"{q.describe()}\n    -> ran as: {expr}" for q, expr in pending.items())
+    assert_queries_answer(stack, queries, RETRY_TIMEOUT)
 
 
 def test_variables_offer_the_values_the_exporter_exposes(stack: Prometheus) -> None:

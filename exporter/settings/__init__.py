@@ -9,7 +9,8 @@ that holds its key (``api_key_env``), and no error message ever repeats a secret
 The rules (precedence, demo, file targets vs environment) are in docs/configuration.md.
 One job per module: ``schema`` (Settings, TargetSettings, ConfigError), ``parsers`` (one
 value each), ``sources`` (the table of settings; file, environment and flag layers),
-``targets`` (file targets, the environment's target), ``redaction`` (the safe view).
+``targets`` (file targets, the environment's target), ``shards`` (which targets this
+instance probes), ``redaction`` (the safe view).
 The probe vocabulary comes from the catalogue and the price table from exporter.pricing.
 """
 
@@ -27,6 +28,7 @@ from .redaction import redacted
 from .parsers import INTERVAL, INTERVAL_ENV, MIN_INTERVAL, _bad
 from .schema import ConfigError, Settings, TargetSettings
 from .secrets import SecretBook
+from .shards import MAX_SHARDS, describe, shard_of, select
 from .sources import (
     _DEFAULTS, _SPECS, SECRET_ENV, SECRET_KEYS, _cli_layer, _env_layer, _file_layer, _prices,
     _read_config_file, build_parser,
@@ -34,8 +36,9 @@ from .sources import (
 from .targets import _env_target, _file_targets, _resolve_file_target, key_envs
 
 __all__ = [
-    "ConfigError", "MODEL_KINDS", "_SPECS", "Settings", "TargetSettings", "build_parser",
-    "default_probes", "load", "redacted", "shipped_prices",
+    "ConfigError", "MAX_SHARDS", "MODEL_KINDS", "_SPECS", "Settings", "TargetSettings",
+    "build_parser", "default_probes", "describe", "load", "redacted", "shard_of",
+    "shipped_prices",
 ]
 
 
@@ -115,9 +118,13 @@ def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> S
 
     _check_usage(merged, sources, [t for t, _, _ in resolved])
 
+    # Every target was checked above, so a config is valid or not on every shard alike.
+    shard = select([t for t, _, _ in resolved], merged, sources)
+    usage_target = (next((t for t, _, _ in resolved if t.admin_key), None)
+                    if shard.primary else None)
     host, port = merged["listen"]
     return Settings(
-        targets=tuple(t for t, _, _ in resolved),
+        targets=shard.targets,
         interval_seconds=merged["interval_seconds"],
         timeout_seconds=merged["timeout_seconds"],
         mode=merged["mode"],
@@ -141,6 +148,11 @@ def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> S
         usage_group_by=merged["usage_group_by"],
         usage_max_series=merged["usage_max_series"],
         probe_budget_usd_per_day=merged["probe_budget_usd_per_day"],
+        shard_index=shard.index,
+        shard_count=shard.count,
+        primary=shard.primary,
+        targets_on_other_shards=shard.elsewhere,
+        usage_target=usage_target,
         config_file=config_file,
         config_check=bool(args.config_check),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .schema import Settings
+from .schema import Settings, TargetSettings
 
 MASK = "***"
 
@@ -25,7 +25,9 @@ def redacted(settings: Settings) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            if not f.repr:
+            if isinstance(value, TargetSettings):  # usage_target: named, never shown whole
+                value = value.name
+            elif not f.repr:
                 value = _mask(value)
             elif isinstance(value, tuple):
                 value = list(value)

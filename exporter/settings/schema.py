@@ -72,5 +72,15 @@ class Settings:
     usage_group_by: tuple[str, ...] = DEFAULT_GROUP_BY
     usage_max_series: int = 1000
     probe_budget_usd_per_day: float | None = None  # None: no cap
+    # scale-out (shards.py): this instance probes the targets whose name hashes to
+    # shard_index of shard_count; `primary` runs the once-per-fleet work (the organisation
+    # usage poller reads this flag and nothing else about shards).
+    shard_index: int = 0
+    shard_count: int = 1
+    primary: bool = True
+    targets_on_other_shards: int = 0  # configured targets this instance leaves to others
+    # The target whose organisation this instance polls (usage, spend): the first target
+    # with an admin key, on the primary instance only, whichever shard probes it.
+    usage_target: TargetSettings | None = field(default=None, repr=False)
     config_file: str = ""
     config_check: bool = False  # --config.check: main() validates, prints a summary, exits 0

@@ -21,17 +21,19 @@ from .parsers import (
     _secret, _show, _text, _timeout, _timeout_ms, _url, _usage_kinds,
 )
 from .schema import ConfigError, Settings, TargetSettings
+from .shards import MAX_SHARDS, _shard_count, _shard_index
 
 MODES = ("roundrobin", "all")
 LOG_FORMATS = ("json", "text")
 
 TOP_KEYS = ("interval", "timeout", "mode", "heavy", "region", "listen_address", "log_level",
             "log_format", "max_workers", "probe_budget_usd_per_day", "prices", "history",
-            "usage", "targets")
+            "usage", "shard", "targets")
 HISTORY_KEYS = ("enable_db", "db_file", "retention_hours", "max_events")
 USAGE_KEYS = ("poll_interval", "lookback_minutes", "kinds", "group_by", "max_series")
+SHARD_KEYS = ("index", "count", "primary")
 # Mappings of the file that hold settings of their own: section -> its keys.
-SECTIONS = {"history": HISTORY_KEYS, "usage": USAGE_KEYS}
+SECTIONS = {"history": HISTORY_KEYS, "usage": USAGE_KEYS, "shard": SHARD_KEYS}
 
 _SECRETISH = re.compile(
     r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd|authorization|bearer|credentials?)"
@@ -91,6 +93,10 @@ _SPECS: tuple[_Spec, ...] = (
           _int_range(1, 100_000)),
     _Spec("probe_budget_usd_per_day", "probe_budget_usd_per_day", "PROBE_BUDGET_USD_PER_DAY",
           None, _number_in("a number of USD from 0.01 to 1000000", 0.01, 1_000_000)),
+    # Scale-out (shards.py): one config file for every instance, each with its own index.
+    _Spec("shard_index", "shard.index", "SHARD_INDEX", "--shard.index", _shard_index),
+    _Spec("shard_count", "shard.count", "SHARD_COUNT", "--shard.count", _shard_count),
+    _Spec("primary", "shard.primary", "SHARD_PRIMARY", "--shard.primary", _bool),
     _Spec("demo", None, "DEMO", "--demo", _bool),
     # The environment's target (see _env_target); they also fill in provider-openai file
     # targets (see _resolve_file_target).
@@ -112,6 +118,7 @@ _DEFAULTS: dict[str, Any] = {
 _DEFAULTS.update(region=TargetSettings.__dataclass_fields__["region"].default,
                  listen=(_DEFAULTS["listen_host"], _DEFAULTS["listen_port"]),
                  allow_fast=False,
+                 primary=None,  # None: shard 0 (shards.select)
                  demo=None)  # None: decided by the demo rule in load()
 
 # Set by the user somewhere, with where: {key: (value, "PROBE_INTERVAL_SEC")}
@@ -180,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
                        action=argparse.BooleanOptionalAction,
                        help="Allow probes that cost real money (images) and add them to the "
                             "defaults. Env: PROBE_HEAVY. Default: off.")
+    shard = parser.add_argument_group("scale-out (docs/bundle.md#scale-out)")
+    shard.add_argument("--shard.index", dest="shard_index", metavar="N",
+                       help="This instance's shard, 0 to count-1: it probes the targets whose "
+                            "name hashes to it. Env: SHARD_INDEX. Default: 0.")
+    shard.add_argument("--shard.count", dest="shard_count", metavar="N",
+                       help=f"Number of instances sharing the targets, 1-{MAX_SHARDS}. "
+                            "Env: SHARD_COUNT. Default: 1 (every target).")
+    shard.add_argument("--shard.primary", dest="shard_primary",
+                       action=argparse.BooleanOptionalAction,
+                       help="Run the once-per-fleet work (the organisation usage poller). "
+                            "Env: SHARD_PRIMARY. Default: on for shard 0 only.")
     probe.add_argument("--demo", dest="demo", action=argparse.BooleanOptionalAction,
                        help="Probe the bundled fake upstream instead of a real API. Env: DEMO. "
                             "Default: on when OPENAI_API_KEY and OPENAI_BASE_URL are both "

@@ -26,10 +26,20 @@ class UsageSetupError(Exception):
     """The marks cannot be kept where the settings say (DB_FILE)."""
 
 
+NOT_PRIMARY = ("off on this instance: the primary (SHARD_PRIMARY, shard 0 by default) polls "
+               "the organisation (docs/bundle.md#scale-out)")
+
+
+def off_reason(settings: Settings) -> str:
+    """Why this instance runs no poller, in one line (for the log and /status)."""
+    return HOW_TO_ENABLE if settings.primary else NOT_PRIMARY
+
+
 def poller_config(settings: Settings) -> PollerConfig | None:
-    """The poller's configuration: the first target with an admin key (settings allow
-    one organisation), or None when no target has one."""
-    target = next((t for t in settings.targets if t.admin_key), None)
+    """The poller's configuration: the organisation of `settings.usage_target` (the first
+    target with an admin key, whichever shard probes it; settings allow one organisation),
+    or None when there is none or this instance is not the primary."""
+    target = settings.usage_target
     if target is None:
         return None
     return PollerConfig(
@@ -38,7 +48,7 @@ def poller_config(settings: Settings) -> PollerConfig | None:
         lookback_minutes=settings.usage_lookback_minutes, kinds=settings.usage_kinds,
         group_by=settings.usage_group_by, max_series=settings.usage_max_series,
         timeout_seconds=settings.timeout_seconds,
-        other_secrets=tuple(t.api_key for t in settings.targets if t.api_key))
+        other_secrets=tuple(t.api_key for t in (*settings.targets, target) if t.api_key))
 
 
 def build_usage(settings: Settings, registry: CollectorRegistry) -> UsagePoller | None:
@@ -47,7 +57,7 @@ def build_usage(settings: Settings, registry: CollectorRegistry) -> UsagePoller 
     cannot hold the marks."""
     config = poller_config(settings)
     if config is None:
-        log.info("usage poller off: %s", HOW_TO_ENABLE)
+        log.info("usage poller off: %s", off_reason(settings))
         return None
     metrics = UsageMetrics(config.kinds, config.group_by, (*config.kinds, *META_ENDPOINTS))
     try:
