@@ -219,6 +219,8 @@ class Prober:
             response_bytes=reading.nbytes,
             cost_usd=self.prices.cost(model, input_tokens, output_tokens),
             rate_limits=parse_rate_limits(headers),
+            ttft_seconds=reading.ttft,
+            tpot_seconds=reading.tpot,
         )
 
 
