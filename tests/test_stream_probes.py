@@ -178,6 +178,19 @@ def test_stream_probes_feed_the_ttft_and_tpot_histograms(fake):
                    {**labels, "endpoint": endpoint}) == 1.0
 
 
+def test_stream_probes_show_their_timings_in_traces(fake):
+    prober = Prober(make_target(fake.base_url), timeout_seconds=5)
+    history = MemoryHistory()
+    results = [prober.run(e) for e in ("chat", *STREAMS)]
+    for r in results:
+        history.add(r)
+    events = {e.endpoint: event_json(e) for e in history.traces().events}
+    assert events["chat"]["ttft_ms"] is None and events["chat"]["tpot_ms"] is None
+    for r in results[1:]:
+        assert events[r.endpoint]["ttft_ms"] == round(r.ttft_seconds * 1000, 3)
+        assert events[r.endpoint]["tpot_ms"] == round(r.tpot_seconds * 1000, 3)
+
+
 # ------------------------------------------------------------------ failures
 
 
