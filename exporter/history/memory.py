@@ -39,15 +39,19 @@ def _pack_timings(r: ProbeResult) -> bytes:
     return struct.pack(f"<B{len(present)}d", mask, *present)
 
 
+_NO_TIMINGS = (None, None, None)
+_VALUES = [struct.Struct(f"<{n}d") for n in range(len(_TIMINGS) + 1)]
+
+
 def _unpack_timings(tail: bytes) -> tuple[float | None, float | None, dict[str, float] | None]:
     """ttft, tpot and phases (None without any) from the tail _pack_timings wrote."""
-    if not tail:
-        return None, None, None
     mask = tail[0]
-    present = iter(struct.unpack_from(f"<{(len(tail) - 1) // 8}d", tail, 1))
-    values = {name: next(present) for i, name in enumerate(_TIMINGS) if mask >> i & 1}
-    phases = {p: values[p] for p in PHASES if p in values}
-    return values.get("ttft"), values.get("tpot"), phases or None
+    values = iter(_VALUES[(len(tail) - 1) // 8].unpack_from(tail, 1))
+    ttft = next(values) if mask & 1 else None
+    tpot = next(values) if mask & 2 else None
+    phases = ({p: next(values) for i, p in enumerate(PHASES, 2) if mask >> i & 1}
+              if mask >> 2 else None)
+    return ttft, tpot, phases
 
 
 class PackedEvent(NamedTuple):
@@ -76,11 +80,14 @@ class PackedEvent(NamedTuple):
 
     def unpack(self, event_id: int) -> Event:
         """The event with its id (ids are positions in the ring, not stored)."""
-        ts, dur, cost, http, inp, out, tot, nbytes = _NUMBERS.unpack_from(self.numbers)
+        numbers = self.numbers
+        ts, dur, cost, http, inp, out, tot, nbytes = _NUMBERS.unpack_from(numbers)
+        timings = (_unpack_timings(numbers[_NUMBERS.size:]) if len(numbers) > _NUMBERS.size
+                   else _NO_TIMINGS)
         return Event(event_id, ts, self.target, self.region, self.endpoint, self.model, dur,
                      self.error_type == "none", self.error_type, None if http < 0 else http,
                      self.error_message, self.request_id, inp, out, tot, nbytes, cost,
-                     *_unpack_timings(self.numbers[_NUMBERS.size:]))
+                     *timings)
 
     @property
     def ts(self) -> float:

@@ -92,6 +92,16 @@ _UPSERT_AGG = ("INSERT OR REPLACE INTO aggregates (" + _AGG_COLUMNS + ") VALUES 
 _PRUNE_EVERY_SECONDS = 60.0
 
 
+_NO_PHASES = (None,) * len(PHASES)
+
+
+def _phases(columns: tuple) -> dict[str, float] | None:
+    """The phase_* columns of an event row as Event.phases."""
+    if columns == _NO_PHASES:
+        return None
+    return {p: v for p, v in zip(PHASES, columns, strict=True) if v is not None}
+
+
 BucketKey = tuple[int, int, str, str, str]  # res, bucket's first minute, target, endpoint, model
 _NO_LAST = (None,) * 5
 _NO_FAILURE = (None,) * 4
@@ -341,10 +351,7 @@ class SQLiteHistory(History):
         args.append(limit)
         with self._reader() as conn:
             rows = conn.execute(sql, args).fetchall()
-        return [Event._make((*r[:7], bool(r[7]), *r[8:19],
-                             {p: v for p, v in zip(PHASES, r[19:], strict=True)
-                              if v is not None} or None))
-                for r in rows]
+        return [Event._make((*r[:7], bool(r[7]), *r[8:19], _phases(r[19:]))) for r in rows]
 
     def __len__(self) -> int:
         with self._reader() as conn:

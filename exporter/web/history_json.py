@@ -57,10 +57,21 @@ def event_json(ev: Event) -> dict[str, Any]:
         "error_message": ev.error_message, "request_id": ev.request_id,
         "input_tokens": ev.input_tokens, "output_tokens": ev.output_tokens,
         "total_tokens": ev.total_tokens, "response_bytes": ev.response_bytes,
-        "cost_usd": ev.cost_usd, "ttft_ms": ms(ev.ttft_seconds), "tpot_ms": ms(ev.tpot_seconds),
-        **{field: ms((ev.phases or {}).get(phase))
-           for field, phase in zip(PHASE_FIELDS, PHASES, strict=True)},
+        "cost_usd": ev.cost_usd, **_timings(ev),
     }
+
+
+_NO_TIMINGS: dict[str, Any] = dict.fromkeys(("ttft_ms", "tpot_ms", *PHASE_FIELDS))
+_PHASE_KEYS = tuple(zip(PHASE_FIELDS, PHASES, strict=True))
+
+
+def _timings(ev: Event) -> dict[str, Any]:
+    # Most events have none: share one dict of nulls (a /traces page is 1000 events).
+    if ev.ttft_seconds is None and ev.tpot_seconds is None and not ev.phases:
+        return _NO_TIMINGS
+    phases = ev.phases or {}
+    return {"ttft_ms": ms(ev.ttft_seconds), "tpot_ms": ms(ev.tpot_seconds),
+            **{field: ms(phases.get(phase)) for field, phase in _PHASE_KEYS}}
 
 
 def _head(f: Figures) -> dict[str, Any]:
