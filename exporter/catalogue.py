@@ -173,45 +173,44 @@ class Probe:
             raise ValueError(f"probe {self.name!r}: unknown stream dialect {self.stream!r}")
 
 
+def _chat_body(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "ping"}],
+            "max_completion_tokens": 16}
+
+
+def _responses_body(model: str) -> dict[str, Any]:
+    # max_output_tokens has a minimum of 16; store defaults to true upstream, and a probe
+    # must not leave stored responses behind.
+    return {"model": model, "input": "ping", "max_output_tokens": 16, "store": False}
+
+
+_SSE_ACCEPT = {"Accept": "text/event-stream"}
+
 CATALOGUE: dict[str, Probe] = {
     p.name: p
     for p in (
         Probe(
             "chat", "POST", "/chat/completions", _check_chat, model_kind="chat",
-            body=lambda m: {
-                "model": m,
-                "messages": [{"role": "user", "content": "ping"}],
-                "max_completion_tokens": 16,
-            },
-            providers=PROVIDERS, azure_deployment=True,
+            body=_chat_body, providers=PROVIDERS, azure_deployment=True,
         ),
         Probe(
             # The same question streamed: time to first token and per output token.
             # include_usage adds the usage chunk (tokens and cost); include_obfuscation
             # false drops the padding field the API adds to every chunk by default.
             "chat_stream", "POST", "/chat/completions", _check_chat_usage, model_kind="chat",
-            body=lambda m: {
-                "model": m,
-                "messages": [{"role": "user", "content": "ping"}],
-                "max_completion_tokens": 16,
-                "stream": True,
-                "stream_options": {"include_usage": True, "include_obfuscation": False},
-            },
-            headers={"Accept": "text/event-stream"}, reader="sse", stream="chat",
+            body=lambda m: {**_chat_body(m), "stream": True, "stream_options": {
+                "include_usage": True, "include_obfuscation": False}},
+            headers=_SSE_ACCEPT, reader="sse", stream="chat",
             providers=PROVIDERS, azure_deployment=True,
         ),
         Probe(
             "responses", "POST", "/responses", _check_responses, model_kind="chat",
-            # max_output_tokens has a minimum of 16; store defaults to true upstream,
-            # and a probe must not leave stored responses behind.
-            body=lambda m: {"model": m, "input": "ping", "max_output_tokens": 16, "store": False},
-            providers=("openai", "openai_compatible"),
+            body=_responses_body, providers=("openai", "openai_compatible"),
         ),
         Probe(
             "responses_stream", "POST", "/responses", _check_responses, model_kind="chat",
-            body=lambda m: {"model": m, "input": "ping", "max_output_tokens": 16,
-                            "store": False, "stream": True},
-            headers={"Accept": "text/event-stream"}, reader="sse", stream="responses",
+            body=lambda m: {**_responses_body(m), "stream": True},
+            headers=_SSE_ACCEPT, reader="sse", stream="responses",
             providers=("openai", "openai_compatible"),
         ),
         Probe(

@@ -124,7 +124,7 @@ class StreamState:
         self.marks["last_content"] = at
 
     def fail(self, error_type: str, message: str) -> None:
-        """End the stream with a failure (the first one found stands)."""
+        """End the stream with a failure; the reader reads no further."""
         self.done = True
         self.error_type, self.message = error_type, f"HTTP {self.status}: {message}"
 
@@ -176,8 +176,8 @@ def _chat(stream: StreamState, ev: SSEEvent, at: float) -> None:
     obj = stream.json(ev.data)
     if obj is None:
         return
-    if ev.event == "error" or "error" in obj:
-        stream.error_event(obj.get("error", obj))
+    if ev.event == "error" or obj.get("error"):  # what the openai SDK raises on, too
+        stream.error_event(obj.get("error") or obj)
         return
     choices = obj.get("choices")
     if not isinstance(choices, list):
@@ -209,7 +209,7 @@ def _responses(stream: StreamState, ev: SSEEvent, at: float) -> None:
     # The event name is on the event: line; servers that send none repeat it in "type".
     kind = ev.event if ev.event != "message" else str(obj.get("type", ""))
     if kind == "error":
-        stream.error_event(obj.get("error", obj))
+        stream.error_event(obj.get("error") or obj)
     elif kind in _RESPONSES_CONTENT:
         if obj.get("delta"):
             stream.content(at)

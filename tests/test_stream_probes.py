@@ -320,6 +320,15 @@ def test_a_chat_stream_without_its_usage_chunk_succeeds_without_tokens(scripted)
     assert r.ttft_seconds is not None
 
 
+def test_a_null_error_field_in_chunks_is_not_an_error(scripted):
+    handler, prober = scripted
+    script = chat_script(["Po", "ng"], gap=0.0)
+    handler.answer = (200, "text/event-stream", [
+        (delay, data.replace(b'"choices"', b'"error": null, "choices"')) for delay, data in script])
+    r = prober.run("chat_stream")
+    assert r.success and r.output_tokens == 2, r
+
+
 def test_a_json_answer_to_a_stream_request_is_invalid(scripted):
     handler, prober = scripted
     handler.answer = (200, "application/json", [(0.0, b'{"id": "chatcmpl-x"}')])
