@@ -161,7 +161,7 @@ def test_fake_slow_first_token_and_slow_tokens(fake):
         assert r.tpot_seconds == pytest.approx(0.04, abs=0.01)
 
 
-def test_stream_probes_feed_the_ttft_and_tpot_histograms(fake):
+def test_stream_probes_feed_the_ttft_and_tpot_histograms_and_the_log(fake):
     prober = Prober(make_target(fake.base_url, probes=("chat", *STREAMS)), timeout_seconds=5)
     metrics = ExporterMetrics()
     metrics.configure(Settings(targets=(prober.target,)))
@@ -176,6 +176,12 @@ def test_stream_probes_feed_the_ttft_and_tpot_histograms(fake):
     for endpoint in STREAMS:
         assert get("openai_time_per_output_token_seconds_count",
                    {**labels, "endpoint": endpoint}) == 1.0
+    # ... and the probe's log line.
+    lines = [logs.probe_fields(r) for r in results]
+    assert (lines[0]["ttft_ms"], lines[0]["tpot_ms"]) == (None, None)
+    for r, line in zip(results[1:], lines[1:], strict=True):
+        assert line["ttft_ms"] == round(r.ttft_seconds * 1000, 1)
+        assert line["tpot_ms"] == round(r.tpot_seconds * 1000, 2)
 
 
 def test_stream_probes_show_their_timings_in_traces(fake):
