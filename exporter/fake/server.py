@@ -119,8 +119,11 @@ class FakeUpstream:
         """Make `endpoint` ("*" for all) misbehave; `count` = only the next N requests.
 
         An endpoint's own fault wins over "*". ``delay_ms`` is the sleep for ``delay``,
-        the stall for ``hang``/``slow_body`` (then the connection closes), the chunk
-        interval for ``trickle_body`` and a pre-answer delay for every other fault.
+        the stall for ``hang``/``slow_body``/``stall_stream`` (then the connection
+        closes), the chunk interval for ``trickle_body``, the wait before the first token
+        for ``slow_first_token`` (default 2 s) and between tokens for ``slow_tokens``
+        (default 100 ms), and a pre-answer delay for every other fault. Stream faults
+        apply to ``chat_stream`` and ``responses_stream`` only ("*" reaches those).
         ``"none"`` forces normal answers (also suppressing chaos) for that endpoint.
         """
         self._faults.set(endpoint, fault, count=count, delay_ms=delay_ms)
