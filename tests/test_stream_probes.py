@@ -60,7 +60,8 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
 def scripted() -> Iterator[tuple[type[_Scripted], Prober]]:
     handler = type("Handler", (_Scripted,), {})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                              daemon=True)
     thread.start()
     target = make_target(f"http://127.0.0.1:{server.server_port}/v1", probes=STREAMS)
     try:
@@ -197,6 +198,35 @@ def test_stream_probes_show_their_timings_in_traces(fake):
         assert events[r.endpoint]["tpot_ms"] == round(r.tpot_seconds * 1000, 3)
 
 
+def test_azure_and_compatible_targets_stream(fake):
+    azure = Prober(make_target(fake.root_url, provider="azure", api_version="2024-10-21",
+                               models={"chat": "gpt-4o", "embeddings": "x"},
+                               probes=("chat_stream",)), timeout_seconds=5)
+    r = azure.run("chat_stream")
+    assert r.success and r.ttft_seconds is not None and r.total_tokens > 0, r
+    sent = fake.requests[-1]
+    assert (sent["path"], sent["query"], sent["endpoint"]) == (
+        "/openai/deployments/gpt-4o/chat/completions", {"api-version": "2024-10-21"},
+        "chat_stream")
+    assert sent["headers"]["api-key"] == "<redacted>" and "authorization" not in sent["headers"]
+    compatible = Prober(make_target(fake.base_url, provider="openai_compatible",
+                                    probes=STREAMS), timeout_seconds=5)
+    for endpoint in STREAMS:
+        r = compatible.run(endpoint)
+        assert r.success and r.ttft_seconds is not None, r
+        assert fake.requests[-1]["json"]["stream"] is True
+
+
+def test_a_stream_still_arriving_at_the_deadline_is_cut(fake):
+    # Every token arrives well within a socket read timeout; only the total deadline sees
+    # that the whole stream (9 tokens, 0.25 s apart) takes longer than the probe may.
+    fake.set_fault("chat_stream", "slow_tokens", delay_ms=250)
+    r = Prober(make_target(fake.base_url), timeout_seconds=TIMEOUT).run("chat_stream")
+    assert (r.error_type, r.http_status) == ("timeout", 200), r
+    assert TIMEOUT <= r.duration_seconds < TIMEOUT + 0.5
+    assert r.ttft_seconds is not None and r.ttft_seconds < 0.2
+
+
 # ------------------------------------------------------------------ failures
 
 
@@ -214,9 +244,10 @@ def test_stream_probes_show_their_timings_in_traces(fake):
 ])
 def test_stream_failure_classes(fake, endpoint, fault, error_type):
     fake.set_fault(endpoint, fault)
-    r = Prober(make_target(fake.base_url), timeout_seconds=TIMEOUT).run(endpoint)
+    timeout = 0.4 if error_type == "timeout" else TIMEOUT  # a stall waits for all of it
+    r = Prober(make_target(fake.base_url), timeout_seconds=timeout).run(endpoint)
     assert (r.success, r.error_type, r.http_status) == (False, error_type, 200), r
-    assert r.duration_seconds < TIMEOUT * 2.5
+    assert r.duration_seconds < timeout * 2.5
     if fault in ("cut_stream", "stream_error", "stall_stream"):
         assert r.ttft_seconds is not None  # content came before the failure
     if error_type == "stream_interrupted":
