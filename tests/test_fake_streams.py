@@ -140,11 +140,14 @@ def test_slow_first_token_sends_the_role_chunk_at_once(fake: FakeUpstream) -> No
 
 def test_slow_tokens_space_the_content_events(fake: FakeUpstream) -> None:
     fake.set_fault("responses_stream", "slow_tokens", delay_ms=40)
-    times = [t for t, data in _arrivals(fake, "responses_stream")
-             if b"response.output_text.delta" in data]
-    assert len(times) == 9
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert min(gaps) >= 0.035 and times[0] < 0.2
+    reads = [(t, data.count(b"event: response.output_text.delta"))
+             for t, data in _arrivals(fake, "responses_stream")]
+    times = [t for t, n in reads if n]
+    assert sum(n for _, n in reads) == 9
+    # The first token comes with the head, the other eight 40 ms apart: the last cannot
+    # arrive before 8 gaps have passed (a loaded client may read two tokens in one go, so
+    # that bound is what is certain, not each gap).
+    assert times[0] < 0.2 and times[-1] >= 8 * 0.04 * 0.95
 
 
 @pytest.mark.parametrize("endpoint", ["chat_stream", "responses_stream"])
