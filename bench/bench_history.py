@@ -33,12 +33,18 @@ from exporter.web import Router, history_routes, make_app  # noqa: E402
 from exporter.web.history_json import event_json  # noqa: E402
 
 DAY = 86_400.0
-# (endpoint, model, median latency in seconds): the 8 default probes
-ENDPOINTS = (("chat", "gpt-4o-mini", 0.55), ("responses", "gpt-4o-mini", 0.7),
+# (endpoint, model, median latency in seconds): the 10 default probes; the two streams
+# also report a time to first token (about 60 % of their duration) and per output token.
+ENDPOINTS = (("chat", "gpt-4o-mini", 0.55), ("chat_stream", "gpt-4o-mini", 0.6),
+             ("responses", "gpt-4o-mini", 0.7), ("responses_stream", "gpt-4o-mini", 0.75),
              ("embeddings", "text-embedding-3-small", 0.18),
              ("moderations", "omni-moderation-latest", 0.25), ("models", "", 0.09),
              ("files", "", 0.12), ("fine_tunes", "", 0.15), ("batches", "", 0.14))
+STREAMS = ("chat_stream", "responses_stream")
 ERRORS = ("timeout", "rate_limited", "provider_unavailable", "network")
+# --phases: every probe also carries phase timings (connect, tls, server, transfer and,
+# for streams, first_token), as a probe timed by phase does: the worst case for storage.
+WITH_PHASES = "--phases" in sys.argv
 
 
 def probes(n: int, span: float, now: float, targets: int, seed: int = 1) -> Iterator[ProbeResult]:
@@ -50,14 +56,24 @@ def probes(n: int, span: float, now: float, targets: int, seed: int = 1) -> Iter
         target, endpoint, model, mu = keys[i % len(keys)]
         ok = rng.random() >= 0.02
         err = "none" if ok else rng.choice(ERRORS)
+        duration = rng.lognormvariate(0, 0.35) * mu
+        stream = endpoint in STREAMS and ok
+        phases = {}
+        if WITH_PHASES:
+            phases = {"connect": 0.002, "tls": 0.012, "server": duration * 0.5,
+                      "transfer": duration * 0.1}
+            if endpoint in STREAMS:
+                phases["first_token"] = duration * 0.38
         yield ProbeResult(
             target=target, region="us-west-1", endpoint=endpoint, model=model,
-            started_at=now - span + span * i / n, duration_seconds=rng.lognormvariate(0, 0.35) * mu,
+            started_at=now - span + span * i / n, duration_seconds=duration,
             success=ok, error_type=err, http_status=200 if ok else 503,
             error_message="" if ok else f"upstream said {err} (request {i})",
             request_id=f"req_{i:016x}", input_tokens=9 if model else 0,
-            output_tokens=4 if model else 0, total_tokens=13 if model else 0,
-            response_bytes=rng.randint(300, 2000), cost_usd=2e-6 if model else 0.0)
+            output_tokens=9 if model else 0, total_tokens=18 if model else 0,
+            response_bytes=rng.randint(300, 2000), cost_usd=2e-6 if model else 0.0,
+            ttft_seconds=duration * 0.6 if stream else None,
+            tpot_seconds=duration * 0.05 if stream else None, phases=phases)
 
 
 def batched(items: Iterable[ProbeResult], size: int) -> Iterator[list[ProbeResult]]:
@@ -224,7 +240,8 @@ def run_rss(seconds: int, targets: int) -> list:
     rows = []
     for backend in ("memory", "sqlite"):
         out = subprocess.run([sys.executable, __file__, "--rss-child", backend,
-                              "--rss-seconds", str(seconds), "--targets", str(targets)],
+                              "--rss-seconds", str(seconds), "--targets", str(targets),
+                              *(["--phases"] if WITH_PHASES else [])],
                              capture_output=True, text=True, check=True)
         mb = float(out.stdout.split()[-1])
         rows.append((f"{backend}: RSS growth after {seconds:,} probes (24 h at 1/s)", mb))
@@ -239,7 +256,10 @@ def main() -> None:
     ap.add_argument("--memory-events", type=int, default=100_000,
                     help="events in the memory store, spread over 24 h (default 100000)")
     ap.add_argument("--targets", type=int, default=2,
-                    help="targets; each has the 8 default endpoints (default 2)")
+                    help="targets; each has the 10 default endpoints (default 2)")
+    ap.add_argument("--phases", action="store_true",
+                    help="every probe carries phase timings too (read from sys.argv, so "
+                         "the RSS child sees it)")
     ap.add_argument("--repeat", type=int, default=7, help="runs per median (default 7)")
     ap.add_argument("--rss-seconds", type=int, default=86_400,
                     help="probes for the RSS measurement, 1/s (default 86400 = 24 h)")

@@ -26,6 +26,8 @@ DEFAULT_MODELS = {
     "moderation": "omni-moderation-latest",
     "image": "gpt-image-1-mini",
 }
+# The wire formats a streaming probe can speak (exporter/sse.py reads each).
+STREAM_DIALECTS = ("chat", "responses")
 MODEL_ENV = {
     "chat": "OPENAI_MODEL",
     "embeddings": "OPENAI_EMBEDDINGS_MODEL",
@@ -90,6 +92,12 @@ def _check_responses(body: Json) -> Usage:
     return _usage(body["usage"], "input_tokens", "output_tokens")
 
 
+def _check_chat_usage(chunk: Json) -> Usage:
+    # A chat stream's usage comes alone in its last chunk (include_usage).
+    _require(chunk, "usage")
+    return _usage(chunk["usage"], "prompt_tokens", "completion_tokens")
+
+
 class ResponseFailed(Exception):
     """A Responses object that reports failure in its body on HTTP 200."""
 
@@ -148,8 +156,10 @@ class Probe:
     # Azure puts these under /openai/deployments/{deployment}/...; the others under /openai/.
     azure_deployment: bool = False
     # How a 2xx body is read: a name in exporter.readers.READERS, checked when that module
-    # is imported ("json": one document, passed to check).
+    # is imported ("json": one document, passed to check; "sse": a stream of events, whose
+    # usage-carrying object - the chat usage chunk, the terminal Response - goes to check).
     reader: str = "json"
+    stream: str | None = None  # the stream's dialect (STREAM_DIALECTS), with reader "sse"
 
     def __post_init__(self) -> None:
         # A typo in the table fails at import, not on the first probe an hour later.
@@ -160,25 +170,50 @@ class Probe:
             raise ValueError(f"probe {self.name!r}: unknown model kind {self.model_kind!r}")
         if self.azure_deployment and "azure" not in self.providers:
             raise ValueError(f"probe {self.name!r}: azure_deployment without provider azure")
+        if (self.reader == "sse") != (self.stream is not None):
+            raise ValueError(f"probe {self.name!r}: reader 'sse' goes with a stream dialect")
+        if self.stream is not None and self.stream not in STREAM_DIALECTS:
+            raise ValueError(f"probe {self.name!r}: unknown stream dialect {self.stream!r}")
 
+
+def _chat_body(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "ping"}],
+            "max_completion_tokens": 16}
+
+
+def _responses_body(model: str) -> dict[str, Any]:
+    # max_output_tokens has a minimum of 16; store defaults to true upstream, and a probe
+    # must not leave stored responses behind.
+    return {"model": model, "input": "ping", "max_output_tokens": 16, "store": False}
+
+
+_SSE_ACCEPT = {"Accept": "text/event-stream"}
 
 CATALOGUE: dict[str, Probe] = {
     p.name: p
     for p in (
         Probe(
             "chat", "POST", "/chat/completions", _check_chat, model_kind="chat",
-            body=lambda m: {
-                "model": m,
-                "messages": [{"role": "user", "content": "ping"}],
-                "max_completion_tokens": 16,
-            },
+            body=_chat_body, providers=PROVIDERS, azure_deployment=True,
+        ),
+        Probe(
+            # The same question streamed: time to first token and per output token.
+            # include_usage adds the usage chunk (tokens and cost); include_obfuscation
+            # false drops the padding field the API adds to every chunk by default.
+            "chat_stream", "POST", "/chat/completions", _check_chat_usage, model_kind="chat",
+            body=lambda m: {**_chat_body(m), "stream": True, "stream_options": {
+                "include_usage": True, "include_obfuscation": False}},
+            headers=_SSE_ACCEPT, reader="sse", stream="chat",
             providers=PROVIDERS, azure_deployment=True,
         ),
         Probe(
             "responses", "POST", "/responses", _check_responses, model_kind="chat",
-            # max_output_tokens has a minimum of 16; store defaults to true upstream,
-            # and a probe must not leave stored responses behind.
-            body=lambda m: {"model": m, "input": "ping", "max_output_tokens": 16, "store": False},
+            body=_responses_body, providers=("openai", "openai_compatible"),
+        ),
+        Probe(
+            "responses_stream", "POST", "/responses", _check_responses, model_kind="chat",
+            body=lambda m: {**_responses_body(m), "stream": True},
+            headers=_SSE_ACCEPT, reader="sse", stream="responses",
             providers=("openai", "openai_compatible"),
         ),
         Probe(
@@ -214,9 +249,10 @@ CATALOGUE: dict[str, Probe] = {
 def default_probes(provider: str, heavy: bool) -> tuple[str, ...]:
     """What a target probes when it names no probes.
 
-    openai: every default probe. azure: the deployment probes (chat, embeddings) plus
-    models. openai_compatible: chat, responses, embeddings, models. With heavy, the heavy
-    probes the provider offers (images) are added.
+    openai: every default probe. azure: the deployment probes (chat, chat_stream,
+    embeddings) plus models. openai_compatible: chat, chat_stream, responses,
+    responses_stream, embeddings, models. With heavy, the heavy probes the provider offers
+    (images) are added.
     """
     return tuple(name for name, p in CATALOGUE.items()
                  if provider in p.providers and (p.default or (heavy and p.heavy)))

@@ -53,9 +53,51 @@ def classify_status(status: int, error: Mapping[str, Any]) -> str:
     return "bad_request"
 
 
+# The HTTP status an error code or type comes with (facts §5.2), for errors that arrive
+# without one: an event in the middle of a stream, or a failed Responses object on HTTP
+# 200. They are classified as that HTTP answer would be, by classify_status, so the two
+# paths can never disagree (a quota code is quota_exceeded whether it comes as a 429 or
+# mid-stream). The code is looked up first, then the type.
+_STATUS_OF: dict[str, int] = {
+    **dict.fromkeys(QUOTA_CODES, 429),
+    "insufficient_quota": 429,
+    "rate_limit_exceeded": 429, "slow_down": 429, "rate_limit_error": 429,
+    "requests": 429, "tokens": 429,  # the 429's type says which limit
+    "server_is_overloaded": 503, "service_unavailable_error": 503, "overloaded_error": 503,
+    "server_error": 500, "api_error": 500,
+    "invalid_api_key": 401, "authentication_error": 401,
+    "request_forbidden": 403, "permission_error": 403,
+    "unsupported_country_region_territory": 403,
+    "model_not_found": 404, "not_found_error": 404,
+    "invalid_request_error": 400, "invalid_prompt": 400, "context_length_exceeded": 400,
+}
+
+
+def status_of(error: Mapping[str, Any]) -> int:
+    """The HTTP status an error object stands for: its code when that is a status (vLLM,
+    Azure and Cloudflare put one there), else what its code or type comes with; 500 (an
+    error of the provider) when neither says."""
+    for key in ("code", "type"):
+        value = error.get(key)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            if 400 <= int(value) <= 599:
+                return int(value)
+        elif isinstance(value, str) and value.lower() in _STATUS_OF:
+            return _STATUS_OF[value.lower()]
+    return 500
+
+
+def classify_error(error: Mapping[str, Any]) -> str:
+    """The error_type of an error object that came without an HTTP status (a mid-stream
+    error event, a failed Responses object): that of the HTTP error it stands for."""
+    return classify_status(status_of(error), error)
+
+
 def failed_response(code: Any) -> str:
     """The error_type of a Responses object that reports failure in its body on HTTP 200."""
-    return "rate_limited" if code == "rate_limit_exceeded" else "provider_error"
+    return classify_error({"code": code})
 
 
 def http_error(status: int, body: bytes) -> tuple[str, str]:

@@ -50,6 +50,9 @@ def probe_fields(r: ProbeResult) -> dict[str, object]:
         "cost_usd": round(r.cost_usd, 8),
         "request_id": r.request_id,
         "retry_after_seconds": r.retry_after_seconds,
+        # Streaming probes (null otherwise): time to first token and per output token.
+        "ttft_ms": None if r.ttft_seconds is None else round(r.ttft_seconds * 1000, 1),
+        "tpot_ms": None if r.tpot_seconds is None else round(r.tpot_seconds * 1000, 2),
     }
 
 

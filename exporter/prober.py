@@ -263,6 +263,8 @@ class Prober:
             cost_usd=self.prices.cost(model, input_tokens, output_tokens),
             rate_limits=parse_rate_limits(headers),
             retry_after_seconds=retry_after,
+            ttft_seconds=reading.ttft,
+            tpot_seconds=reading.tpot,
         )
 
 

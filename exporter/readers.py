@@ -1,18 +1,20 @@
 """Readers: how a probe's response body is read, one function per kind, found by name.
 
-A ``Probe`` names its reader (``reader="json"``); ``READERS`` maps the name to the
-function, as blackbox_exporter maps a module's prober name to its probe function. A new
-kind of probe (a stream read event by event) is a catalogue entry plus a reader here.
+A ``Probe`` names its reader (``reader="json"`` or ``"sse"``); ``READERS`` maps the name
+to the function, as blackbox_exporter maps a module's prober name to its probe function.
+A new kind of probe is a catalogue entry plus a reader here.
 
 A reader is called once the response headers of a 2xx answer are in, with the response,
 the probe, and the probe's clock (its start mark and deadline on the monotonic clock).
 It reads the body through ``chunks``, which enforces the probe's total deadline, and
 returns a ``Reading``: bytes read, token usage, marks (seconds since the probe started,
 such as the first and last content of a stream), and either error_type "none" or the
-error_type and message of a failure it found in the body. It raises only what the
-transfer raises (requests exceptions, the deadline among them); the prober classifies
-those like a failed send. Non-2xx answers never reach a reader: their body is an error
-object whatever the probe, read by ``read_error``.
+error_type and message of a failure it found in the body. ``read_json`` raises only what
+the transfer raises (requests exceptions, the deadline among them); the prober classifies
+those like a failed send. ``read_sse`` gives those verdicts itself once a stream has
+begun (a closed connection there is ``stream_interrupted``, not ``network``). Non-2xx
+answers never reach a reader: their body is an error object whatever the probe, read by
+``read_error``.
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ import requests
 import urllib3
 
 from .catalogue import CATALOGUE, Probe, ResponseFailed, ShapeError, Usage
-from .errors import failed_response
+from .errors import failed_response, network_message, transport_error
+from .sse import DIALECTS, TERMINAL_EVENTS, SSEParser, StreamState
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a probe answer is tiny; anything bigger is broken
 CHUNK_BYTES = 16 * 1024
+# Time per output token needs a few intervals between content events to mean anything:
+# with 2 tokens it would be one gap, often two tokens sent in one network write.
+MIN_TPOT_TOKENS = 5
 
 
 class _Deadline(requests.Timeout):
@@ -67,8 +73,23 @@ class Reading:
     error_type: str = "none"  # or the failure found in the body (invalid_response, ...)
     message: str = ""  # for that failure; redacted later, where the ProbeResult is built
     # Seconds since the probe's start mark, taken as the body arrives ("first_content",
-    # "last_content" for streams); the stream metrics of the next issue read them.
+    # "last_content": the first and last stream events carrying content).
     marks: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def ttft(self) -> float | None:
+        """Time to first token: start mark -> first event carrying content (streams)."""
+        return self.marks.get("first_content")
+
+    @property
+    def tpot(self) -> float | None:
+        """Time per output token after the first: (last - first content) / (output tokens
+        - 1), from the usage the stream reported; None under MIN_TPOT_TOKENS tokens."""
+        first, last = self.marks.get("first_content"), self.marks.get("last_content")
+        output = self.usage[1]
+        if first is None or last is None or output < MIN_TPOT_TOKENS:
+            return None
+        return (last - first) / (output - 1)
 
 
 Reader = Callable[[requests.Response, Probe, ProbeClock], Reading]
@@ -139,7 +160,52 @@ def read_json(resp: requests.Response, probe: Probe, clock: ProbeClock) -> Readi
     return Reading(len(body), body, usage=usage)
 
 
-READERS: dict[str, Reader] = {"json": read_json}
+def read_sse(resp: requests.Response, probe: Probe, clock: ProbeClock) -> Reading:
+    """A text/event-stream answer, event by event (exporter/sse.py), under the deadline.
+
+    Once the answer is a 2xx stream, every failure is the reader's verdict, and the
+    partial reading (bytes, content marks) is kept: a stall or the deadline is
+    ``timeout``, a connection closed (or an end) before the terminal event
+    ``stream_interrupted``. Reading stops at the terminal event or an error event.
+    """
+    status = resp.status_code
+    content_type = resp.headers.get("content-type", "")
+    if "text/event-stream" not in content_type.lower():
+        body = read_body(resp, clock)
+        return Reading(len(body), body, error_type="invalid_response", message=(
+            f"HTTP {status} with content-type {content_type[:60]!r}, "
+            "expected text/event-stream"))
+    dialect = probe.stream or ""
+    on_event = DIALECTS[dialect]
+    state = StreamState(probe, status)
+    parser = SSEParser()
+    nbytes = 0
+    try:
+        for chunk in chunks(resp, clock):
+            at = clock.elapsed()  # every event of this read arrived now
+            nbytes += len(chunk)
+            if nbytes > MAX_BODY_BYTES:
+                state.fail("invalid_response", f"stream longer than {MAX_BODY_BYTES} bytes")
+                break
+            for event in parser.feed(chunk):
+                on_event(state, event, at)
+                if state.done:  # nothing after the terminal event or an error counts
+                    break
+            if state.done:
+                break
+        else:
+            state.fail("stream_interrupted", "stream ended before its terminal event "
+                       f"({TERMINAL_EVENTS[dialect]})")
+    except requests.Timeout as exc:  # stalled, or still streaming at the deadline
+        state.error_type, state.message = transport_error(exc, clock.timeout)
+    except requests.ConnectionError as exc:
+        state.fail("stream_interrupted", "stream cut before its terminal event "
+                   f"({TERMINAL_EVENTS[dialect]}): {network_message(exc)}")
+    return Reading(nbytes, usage=state.usage, error_type=state.error_type,
+                   message=state.message, marks=dict(state.marks))
+
+
+READERS: dict[str, Reader] = {"json": read_json, "sse": read_sse}
 
 
 def reader_for(probe: Probe) -> Reader:

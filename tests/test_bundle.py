@@ -66,6 +66,9 @@ CONTRACT = {
     "openai_exporter_shard_index",
     "openai_exporter_shards",
     "openai_exporter_primary",
+    *(f"openai_{name}_seconds_{suffix}" for name in ("time_to_first_token",
+                                                     "time_per_output_token")
+      for suffix in ("bucket", "sum", "count")),
 }
 # Series Prometheus itself adds to every scrape.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -186,6 +189,21 @@ def test_dashboard_rows(dashboard: dict) -> None:
                     "Organization usage & spend"]
     types = {p["type"] for p in dashboard["panels"]}
     assert {"heatmap", "logs"} <= types
+
+
+def test_dashboard_panels_do_not_overlap(dashboard: dict) -> None:
+    """Each panel has its own place on the 24-column grid (panels added by different
+    changes must move the ones below them, not land on top of them)."""
+    boxes = [(p["title"], p["gridPos"]) for p in dashboard["panels"]]
+    for i, (a, pa) in enumerate(boxes):
+        assert pa["x"] + pa["w"] <= 24, a
+        for b, pb in boxes[i + 1:]:
+            apart = (pa["x"] + pa["w"] <= pb["x"] or pb["x"] + pb["w"] <= pa["x"]
+                     or pa["y"] + pa["h"] <= pb["y"] or pb["y"] + pb["h"] <= pa["y"])
+            assert apart, f"{a!r} and {b!r} overlap"
+    # Rows own the panels listed after them: the list runs top to bottom.
+    tops = [(p["gridPos"]["y"], p["gridPos"]["x"]) for p in dashboard["panels"]]
+    assert tops == sorted(tops)
 
 
 def test_dashboard_variables(dashboard: dict) -> None:

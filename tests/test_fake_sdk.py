@@ -26,9 +26,15 @@ from openai.types import (
     ModerationCreateResponse,
 )
 from openai.types.beta import Assistant
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 from openai.types.fine_tuning import FineTuningJob
-from openai.types.responses import Response
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseErrorEvent,
+    ResponseFailedEvent,
+    ResponseTextDeltaEvent,
+)
 
 from exporter.fake import ENDPOINTS, MODELS, FakeUpstream
 from exporter.fake.tables import LISTS
@@ -450,3 +456,108 @@ def test_azure_responses_images_and_lists(fake: FakeUpstream) -> None:
     assert {r["path"] for r in fake.requests} == {
         "/openai/responses", "/openai/deployments/gpt-image-1-mini/images/generations",
         "/openai/files", "/openai/batches", "/openai/fine_tuning/jobs"}
+
+
+# ---------------------------------------------------------------------- streams
+
+
+def test_chat_stream_yields_chunks_then_usage(client: openai.OpenAI, fake: FakeUpstream) -> None:
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=PING, max_completion_tokens=16, stream=True,
+        stream_options={"include_usage": True, "include_obfuscation": False})
+    chunks = list(stream)
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
+    first, *middle, finish, usage_chunk = chunks
+    # The role-only first chunk: role and an empty content, no token yet.
+    assert first.choices[0].delta.role == "assistant" and first.choices[0].delta.content == ""
+    text = "".join(c.choices[0].delta.content or "" for c in middle)
+    assert text == "Pong! How can I help you today?"
+    assert finish.choices[0].finish_reason == "stop" and finish.usage is None
+    assert usage_chunk.choices == [] and usage_chunk.usage is not None
+    usage = usage_chunk.usage
+    assert usage.prompt_tokens + usage.completion_tokens == usage.total_tokens
+    assert usage.completion_tokens == len(middle)  # one token per content chunk
+    assert all(c.obfuscation is None for c in chunks)  # include_obfuscation: false
+    assert fake.requests[-1]["json"]["stream"] is True
+
+
+def test_chat_stream_without_options_has_no_usage_and_is_obfuscated(
+        client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=PING,
+                                                 stream=True))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.usage is None and c.choices for c in chunks)  # no usage chunk
+    assert all(c.obfuscation for c in chunks)  # on by default
+
+
+def test_responses_stream_yields_typed_events_ending_completed(
+        client: openai.OpenAI) -> None:
+    events = list(client.responses.create(model="gpt-4o-mini", input="ping", store=False,
+                                          max_output_tokens=16, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == ["response.created", "response.in_progress",
+                         "response.output_item.added", "response.content_part.added"]
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done",
+                          "response.output_item.done", "response.completed"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = [e for e in events if isinstance(e, ResponseTextDeltaEvent)]
+    assert "".join(d.delta for d in deltas) == "Pong! How can I help you today?"
+    done = events[-1]
+    assert isinstance(done, ResponseCompletedEvent)
+    assert done.response.output_text == "Pong! How can I help you today?"
+    usage = done.response.usage
+    assert usage is not None and usage.output_tokens == len(deltas)
+    assert usage.input_tokens + usage.output_tokens == usage.total_tokens
+
+
+def test_the_sdk_raises_on_a_chat_error_mid_stream(client: openai.OpenAI,
+                                                    fake: FakeUpstream) -> None:
+    fake.set_fault("chat_stream", "stream_error")
+    seen: list[ChatCompletionChunk] = []
+    with pytest.raises(openai.APIError) as caught:
+        seen.extend(client.chat.completions.create(model="gpt-4o-mini", messages=PING,
+                                                   stream=True))
+    assert caught.value.message == "Our servers are currently overloaded. Please try again later."
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["code"] == "server_is_overloaded"
+    assert seen and seen[-1].choices[0].delta.content  # some content came first
+
+
+def test_a_responses_error_mid_stream_is_an_error_event_then_failed(
+        client: openai.OpenAI, fake: FakeUpstream) -> None:
+    fake.set_fault("responses_stream", "stream_error")
+    events = list(client.responses.create(model="gpt-4o-mini", input="ping", store=False,
+                                          max_output_tokens=16, stream=True))
+    error, failed = events[-2:]
+    assert isinstance(error, ResponseErrorEvent) and error.code == "server_is_overloaded"
+    assert isinstance(failed, ResponseFailedEvent) and failed.response.status == "failed"
+    assert failed.response.error is not None and failed.response.error.code == "server_error"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+@pytest.mark.parametrize("fault", ["cut_stream", "reset_mid_body"])
+def test_a_cut_stream_raises_a_connection_error(client: openai.OpenAI, fake: FakeUpstream,
+                                                fault: str) -> None:
+    fake.set_fault("chat_stream", fault)
+    with pytest.raises(openai.APIConnectionError):
+        list(client.chat.completions.create(model="gpt-4o-mini", messages=PING, stream=True))
+
+
+def test_a_stalled_stream_times_out(fake: FakeUpstream) -> None:
+    fake.set_fault("responses_stream", "stall_stream")
+    with sdk(fake, timeout=0.5) as c, pytest.raises(openai.APITimeoutError):
+        list(c.responses.create(model="gpt-4o-mini", input="ping", max_output_tokens=16,
+                                stream=True))
+
+
+def test_azure_streams_chat_on_the_deployment_path(fake: FakeUpstream) -> None:
+    with azure(fake) as c:
+        chunks = list(c.chat.completions.create(
+            model="gpt-4o", messages=PING, stream=True,
+            stream_options={"include_usage": True}))
+        events = list(c.responses.create(model="gpt-4o-mini", input="ping", stream=True))
+    assert chunks[-1].usage is not None and chunks[0].model == "gpt-4o-2024-08-06"
+    assert events[-1].type == "response.completed"
+    assert [r["path"] for r in fake.requests] == [
+        "/openai/deployments/gpt-4o/chat/completions", "/openai/responses"]

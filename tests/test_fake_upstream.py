@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 import re
 import signal
 import subprocess
@@ -60,6 +61,20 @@ def call(fake: FakeUpstream, endpoint: str, *, body: Any = ..., headers: dict | 
         probe.method, fake.base_url + probe.path, json=body, timeout=timeout,
         params=probe.params if params is None else params,
         headers={**AUTH, **probe.headers, **(headers or {})})
+
+
+def sse_events(resp: requests.Response) -> list[tuple[str, str]]:
+    """(event name, data) of each event of a text/event-stream answer the fake sent (LF
+    line ends only, one data line per event: what the fake writes, parsed on its own)."""
+    assert resp.headers["content-type"] == "text/event-stream; charset=utf-8"
+    events = []
+    for block in resp.content.decode().split("\n\n"):
+        if not block:
+            continue
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        assert set(fields) <= {"event", "data"}, block
+        events.append((fields.get("event", "message"), fields["data"]))
+    return events
 
 
 def error_of(resp: requests.Response) -> dict:
@@ -455,6 +470,15 @@ FAULT_EXPECTATIONS: dict[str, tuple[str, Callable]] = {
     "bad_gateway_json": ("chat", _json_error(502, "cf_bad_gateway", 502)),
     "overloaded": ("chat", _json_error(503, "service_unavailable_error", "server_is_overloaded")),
     "gateway_timeout": ("chat", _html(504, "504 Gateway Time-out")),
+    # Stream faults (tests/test_fake_streams.py has the timings and shapes).
+    "slow_first_token": ("chat_stream", lambda r: sse_events(r)[-1] == ("message", "[DONE]")
+                         or pytest.fail()),
+    "slow_tokens": ("responses_stream",
+                    lambda r: sse_events(r)[-1][0] == "response.completed" or pytest.fail()),
+    "cut_stream": ("chat_stream", _raises(requests.exceptions.ChunkedEncodingError)),
+    "stream_error": ("chat_stream", lambda r: "error" in json.loads(sse_events(r)[-1][1])
+                     or pytest.fail()),
+    "stall_stream": ("responses_stream", _raises(requests.ConnectionError)),
 }
 
 
@@ -465,7 +489,7 @@ def test_every_fault_has_an_expectation() -> None:
 @pytest.mark.parametrize("fault", FAULTS)
 def test_fault_behaves_as_documented(fake: FakeUpstream, fault: str) -> None:
     endpoint, check = FAULT_EXPECTATIONS[fault]
-    delay = {"delay": 50, "trickle_body": 1}.get(fault)
+    delay = {"delay": 50, "trickle_body": 1, "slow_first_token": 50, "slow_tokens": 5}.get(fault)
     fake.set_fault(endpoint, fault, delay_ms=delay)
     started = time.monotonic()
     if getattr(check, "raises", False):

@@ -497,10 +497,10 @@ def test_stores_raise_their_own_errors_and_main_words_the_config_error(tmp_path)
     other.close()
     with pytest.raises(SchemaVersionError) as schema:
         SQLiteHistory(str(old))
-    assert (schema.value.path, schema.value.found, schema.value.expected) == (str(old), "0", "1")
+    assert (schema.value.path, schema.value.found, schema.value.expected) == (str(old), "0", "2")
     with pytest.raises(ConfigError) as cfg:
         open_history(Settings(targets=(), enable_db=True, db_file=str(old)))
-    assert str(cfg.value) == (f"DB_FILE={old}: history schema 0, this version reads schema 1; "
+    assert str(cfg.value) == (f"DB_FILE={old}: history schema 0, this version reads schema 2; "
                               "move the file away")
     # Bounds are the settings' job; a store only refuses what it cannot work with.
     for bad in (lambda: MemoryHistory(max_events=0), lambda: MemoryHistory(retention_hours=0),

@@ -29,11 +29,14 @@ def _fill(history: MemoryHistory) -> None:
     now = time.time()
     plans = [("openai", "chat", "gpt-4o-mini", 0.6, 1.0), ("openai", "embeddings",
              "text-embedding-3-small", 0.15, 0.97), ("openai", "models", "", 0.08, 1.0),
-             ("azure", "chat", "gpt-4o", 0.9, 0.7)]
+             ("azure", "chat", "gpt-4o", 0.9, 0.7),
+             ("openai", "chat_stream", "gpt-4o-mini", 0.7, 0.99)]
     results = []
     for i in range(720):  # two hours, one probe per endpoint every 10 s
         for target, endpoint, model, mu, ok_rate in plans:
             ok = rng.random() < ok_rate
+            ttft = rng.lognormvariate(0, 0.3) * mu / 2 if endpoint == "chat_stream" and ok \
+                else None
             results.append(ProbeResult(
                 target=target, region="eastus" if target == "azure" else "us-west-1",
                 endpoint=endpoint, model=model, started_at=now - 7200 + i * 10,
@@ -41,7 +44,7 @@ def _fill(history: MemoryHistory) -> None:
                 error_type="none" if ok else "provider_unavailable",
                 http_status=200 if ok else 503, error_message="" if ok else XSS,
                 input_tokens=8 if model else 0, total_tokens=8 if model else 0,
-                response_bytes=512))
+                response_bytes=512, ttft_seconds=ttft))
     history.add_many(results)
 
 
@@ -154,7 +157,7 @@ def test_table_matches_status(chromium, server, tmp_path):
     assert "data-pwned" not in parsed.body and parsed.images_in_rows == 0  # text, not HTML
     want = {(r["target"], r["endpoint"]): r for r in status["endpoints"]}
     got = {(r["attrs"]["data-target"], r["attrs"]["data-endpoint"]): r for r in parsed.rows}
-    assert set(got) == set(want) and len(parsed.rows) == len(want) == 4
+    assert set(got) == set(want) and len(parsed.rows) == len(want) == 5
     for key, row in want.items():
         cells = got[key]["cells"]
         assert cells["target"] == row["target"] and cells["endpoint"] == row["endpoint"]
@@ -162,6 +165,12 @@ def test_table_matches_status(chromium, server, tmp_path):
         check_pct(cells["success"], row["success_rate"])
         for q in ("p50", "p95", "p99"):
             check_ms(cells[q], row[f"{q}_ms"])
+        # Time to first token: shown for the streaming endpoint, blank for the others.
+        for q in ("p50", "p95"):
+            if row["endpoint"] == "chat_stream":
+                check_ms(cells[f"ttft-{q}"], row[f"ttft_{q}_ms"])
+            else:
+                assert f"ttft_{q}_ms" not in row and cells[f"ttft-{q}"] == ""
         assert got[key]["cell_attrs"]["last"]["data-at"] == row["last_at"]
         assert row["last_status"] in got[key]["dot"]
         level = ("ok" if row["success_rate"] >= 0.99 else
@@ -187,8 +196,8 @@ def test_range_selector_and_chart(chromium, server, tmp_path):
     assert 'data-window="15"' in dom and 'data-state="ready"' in dom
     assert 'data-window="15" aria-pressed="true"' in dom
     # One chart series per endpoint row, drawn as inline SVG.
-    assert dom.count('class="series"') == 4
-    assert dom.count("<polyline") == 4
+    assert dom.count('class="series"') == 5
+    assert dom.count("<polyline") == 5
 
 
 def test_page_behind_token(chromium, server, tmp_path):

@@ -9,7 +9,7 @@ import requests
 import responses
 
 from exporter.durations import parse_duration
-from exporter.errors import classify_status
+from exporter.errors import classify_error, classify_status, failed_response
 from exporter.prober import Prober, parse_rate_limits
 from exporter.redact import redact
 from exporter.result import RateLimits
@@ -95,6 +95,19 @@ def test_redact_keeps_ordinary_text():
 ])
 def test_classify_status(status, error, expected):
     assert classify_status(status, error) == expected
+    # One mapping: the same error object without its status (mid-stream, or in a failed
+    # Responses body) is classified as that HTTP answer is.
+    if error.get("code") is not None or error.get("type") is not None:
+        assert classify_error(error) == expected
+
+
+@pytest.mark.parametrize("code, expected", [
+    ("server_error", "provider_error"), (None, "provider_error"),
+    ("rate_limit_exceeded", "rate_limited"), ("insufficient_quota", "quota_exceeded"),
+    ("invalid_prompt", "bad_request"), ("vector_store_timeout", "provider_error"),
+])
+def test_a_failed_response_is_classified_by_its_code(code, expected):
+    assert failed_response(code) == expected
 
 
 def test_rate_limit_headers():

@@ -150,11 +150,14 @@ def test_an_error_answer_never_reaches_the_reader(toy):
 
 
 def test_a_probe_naming_an_unknown_reader_is_refused_by_the_catalogue_check():
-    bad = {"x": Probe("x", "GET", "/x", check_usage, reader="sse")}
+    bad = {"x": Probe("x", "GET", "/x", check_usage, reader="ndjson")}
     with pytest.raises(ValueError) as info:
         check_catalogue(bad)
-    assert str(info.value) == "probe 'x': unknown reader 'sse' (known: json)"
+    assert str(info.value) == "probe 'x': unknown reader 'ndjson' (known: json, sse)"
 
 
-def test_every_shipped_probe_reads_json():
-    assert {reader_for(p).__name__ for p in CATALOGUE.values()} == {"read_json"}
+def test_every_shipped_probe_reads_json_but_the_streams():
+    readers = {name: reader_for(p).__name__ for name, p in CATALOGUE.items()}
+    assert {n for n, r in readers.items() if r == "read_sse"} == {"chat_stream",
+                                                                  "responses_stream"}
+    assert set(readers.values()) == {"read_json", "read_sse"}

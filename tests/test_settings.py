@@ -29,8 +29,8 @@ USAGE_KINDS = ("completions, embeddings, moderations, images, audio_speeches, "
                "audio_transcriptions")
 # What a provider-openai target probes when it names no probes (spelled out: the
 # expectation must not be computed by the code under test).
-DEFAULT_PROBES = ("chat", "responses", "embeddings", "moderations", "models", "files",
-                  "fine_tunes", "batches")
+DEFAULT_PROBES = ("chat", "chat_stream", "responses", "responses_stream", "embeddings",
+                  "moderations", "models", "files", "fine_tunes", "batches")
 # The bounds of interval and timeout, spelled out (docs/configuration.md states them).
 FAST = "from 0.05 with --probe.allow-fast or PROBE_ALLOW_FAST=1, for tests"
 INTERVAL_ENV = f"must be a number of seconds from 1 to 86400 ({FAST})"
@@ -313,7 +313,7 @@ def test_valid_multi_targets():
     assert (azure.provider, azure.api_key, azure.api_version, azure.region) == (
         "azure", "az-b", "2024-10-21", "eastus")
     assert azure.models == {"chat": "gpt-4o-mini-prod", "embeddings": "embed-small"}
-    assert azure.probes == ("chat", "embeddings", "models")
+    assert azure.probes == ("chat", "chat_stream", "embeddings", "models")
 
     assert (vllm.api_key, vllm.api_key_env, vllm.region) == ("", "", "onprem")
     assert vllm.probes == ("chat", "models")  # catalogue order, not file order
@@ -758,10 +758,10 @@ def test_environment_fills_in_openai_file_targets_only(tmp_path):
     # ... and other providers never read OPENAI_* (deployment names, local model names)
     assert (az.base_url, az.models, az.org_id, az.probes) == (
         "https://r.openai.azure.com", {"chat": "dep-chat", "embeddings": "dep-embed"}, "",
-        ("chat", "embeddings", "models"))
+        ("chat", "chat_stream", "embeddings", "models"))
     assert (vllm.base_url, vllm.models, vllm.api_key, vllm.probes) == (
         "http://vllm:8000/v1", {"chat": "llama", "embeddings": "bge"}, "",
-        ("chat", "responses", "embeddings", "models"))
+        ("chat", "chat_stream", "responses", "responses_stream", "embeddings", "models"))
 
 
 def test_openai_key_never_sent_to_other_providers(tmp_path):
@@ -780,10 +780,12 @@ def test_openai_compatible_key_from_named_variable(tmp_path):
 @pytest.mark.parametrize("provider,heavy,want", [
     ("openai", False, DEFAULT_PROBES),
     ("openai", True, DEFAULT_PROBES + ("images",)),
-    ("azure", False, ("chat", "embeddings", "models")),
-    ("azure", True, ("chat", "embeddings", "models", "images")),
-    ("openai_compatible", False, ("chat", "responses", "embeddings", "models")),
-    ("openai_compatible", True, ("chat", "responses", "embeddings", "models")),
+    ("azure", False, ("chat", "chat_stream", "embeddings", "models")),
+    ("azure", True, ("chat", "chat_stream", "embeddings", "models", "images")),
+    ("openai_compatible", False, ("chat", "chat_stream", "responses", "responses_stream",
+                                  "embeddings", "models")),
+    ("openai_compatible", True, ("chat", "chat_stream", "responses", "responses_stream",
+                                 "embeddings", "models")),
 ])
 def test_default_probes_per_provider(provider, heavy, want):
     assert default_probes(provider, heavy) == want

@@ -11,8 +11,10 @@ What it reproduces (see shared/openai-api-facts.md §2, §4, §5, §8, §10):
 * request validation, masked-key 401s, ``model_not_found`` 404s, ``invalid_beta``;
 * per-key request/token counters that count down inside a fixed window and come back
   in the six ``x-ratelimit-*`` headers (reset values as Go durations), 429 when spent;
+* streamed answers (SSE) for ``"stream": true`` on chat completions and responses, under
+  their own keys ``chat_stream`` and ``responses_stream`` (facts §6);
 * the faults in ``FAULTS``, settable per endpoint from Python, from the CLI or over HTTP
-  on ``/__fake__/faults``;
+  on ``/__fake__/faults``, stream faults among them;
 * a seedable ``chaos`` profile mixing latency and failures for lively demos.
 
 It stands on its own: nothing here imports the exporter's catalogue, settings or
@@ -24,6 +26,7 @@ being mirrored. One module per job:
 ``faults``   the fault vocabulary, the chaos profile, picking each request's fault
 ``errors``   error envelopes, 401/404/429 wording, canned fault answers
 ``answers``  validation and the bodies of every endpoint, list pages, wrong shapes
+``streams``  the same bodies as SSE events, and the stream faults shaping them
 ``routes``   the routing table: path -> builder, renderer, auth
 ``exchange`` the Request received and the Plan of the answer
 ``server``   ``FakeUpstream``: lifecycle, faults, records, planning each answer

@@ -140,6 +140,9 @@ def chat(req: Request, variant: str | None) -> tuple[Json, int]:
         raise invalid("Unsupported parameter: 'max_tokens' is not supported with this model. "
                       "Use 'max_completion_tokens' instead.", "max_tokens",
                       "unsupported_parameter")
+    if body.get("stream_options") is not None and body.get("stream") is not True:
+        raise invalid("The 'stream_options' parameter is only allowed when 'stream' is "
+                      "enabled.", "stream_options", "invalid_value")
     cap = _cap(body, "max_completion_tokens")
     if cap is None:
         cap = _cap(body, "max_tokens")

@@ -20,6 +20,7 @@ from .tables import (
     MODEL_ENDPOINTS,
     ORG,
     QUOTA_MESSAGE,
+    STREAMED,
     Json,
 )
 
@@ -140,7 +141,7 @@ def edge_page(name: str) -> Plan | None:
 
 def bad_request_body(endpoint: str) -> Json:
     """An injected 400 that makes sense for the endpoint (the demo shows these messages)."""
-    if endpoint in ("chat", "responses"):
+    if STREAMED.get(endpoint, endpoint) in ("chat", "responses"):
         return error("Unsupported parameter: 'max_tokens' is not supported with this model. "
                      "Use 'max_completion_tokens' instead.", "invalid_request_error",
                      "max_tokens", "unsupported_parameter")

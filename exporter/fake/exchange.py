@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,24 @@ class Request:
 
 
 @dataclass
+class Part:
+    """One piece of a streamed answer, sent as one HTTP chunk after `delay_s`."""
+
+    kind: str  # head | content | tail | terminal | error (streams.py says which is which)
+    data: bytes
+    delay_s: float = 0.0
+
+
+@dataclass
+class Stream:
+    """A streamed (SSE) answer: its parts, what an error mid-stream sends, how it ends."""
+
+    parts: list[Part]
+    error: Callable[[int], list[Part]]  # (parts sent before it) -> the error's parts
+    end: str = "done"  # done (the chunked body ends) | cut (closed) | stall | reset
+
+
+@dataclass
 class Plan:
     """What the handler sends, and how: decided by FakeUpstream, executed by wire.Handler."""
 
@@ -61,6 +80,7 @@ class Plan:
     stall_s: float | None = None  # hang / slow_body: None = until stop()
     trickle_s: float = DEFAULT_TRICKLE_MS / 1000
     edge: bool = False  # from a proxy/CDN, not the API: no openai-* headers
+    stream: Stream | None = None  # a streamed answer: chunked parts instead of body
 
 
 def dumps(obj: Json) -> bytes:

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .tables import STREAMED
+
 # Faults that replace the answer with a canned status and body.
 REPLACE_FAULTS = (
     "html_200", "bad_request", "unauthorized", "forbidden", "not_found", "rate_limited",
@@ -20,8 +22,13 @@ BODY_FAULTS = ("malformed", "empty_body", "wrong_shape", "response_failed",
                "response_incomplete")
 # Faults about how (or whether) bytes go over the wire.
 TRANSPORT_FAULTS = ("delay", "hang", "slow_body", "trickle_body", "reset", "reset_mid_body")
+# Faults of streamed answers only (streams.py): a slow first token after an immediate
+# head, slow tokens, a cut before the terminal event, an error mid-stream, a stall.
+STREAM_FAULTS = ("slow_first_token", "slow_tokens", "cut_stream", "stream_error",
+                 "stall_stream")
+STREAM_ENDPOINTS = tuple(STREAMED)
 
-FAULTS: tuple[str, ...] = TRANSPORT_FAULTS + BODY_FAULTS + REPLACE_FAULTS
+FAULTS: tuple[str, ...] = TRANSPORT_FAULTS + BODY_FAULTS + REPLACE_FAULTS + STREAM_FAULTS
 """Every fault name ``set_fault`` accepts (besides ``"none"``, which forces a normal answer)."""
 
 # Chaos profile: percent of requests per outcome when no explicit fault is set; the
@@ -37,15 +44,28 @@ CHAOS_WEIGHTS: tuple[tuple[str, float], ...] = (
     ("reset", 0.6), ("reset_mid_body", 0.4), ("slow_body", 0.3),     # network / timeout
     ("unauthorized", 1.2), ("forbidden", 1.2), ("not_found", 1.2), ("bad_request", 1.2),
     ("response_failed", 0.3), ("response_incomplete", 0.3),          # responses (and chat)
+    # Streams only (other endpoints answer normally on these rolls): about 1 in 50 streams.
+    ("slow_first_token", 0.6), ("slow_tokens", 0.4),                 # TTFT / TPOT
+    ("cut_stream", 0.4), ("stall_stream", 0.2),                      # stream_interrupted
+    ("stream_error", 0.4),                                           # provider_unavailable
 )
 CHAOS_STALL_SECONDS = 1.5  # chaos slow_body stalls this long, then cuts the body
 CHAOS_LATENCY_MS = (80.0, 250.0, 1500.0)  # min, median, max of the lognormal jitter
 DEFAULT_DELAY_MS = 2000.0  # the "delay" fault without delay_ms
 DEFAULT_TRICKLE_MS = 200.0  # the "trickle_body" interval between chunks without delay_ms
+DEFAULT_TOKEN_MS = 100.0  # the "slow_tokens" interval between content events
+# Chaos delays (ms, before time_scale): a slow first token and a stall as long as the
+# slow_body stall, slow tokens a little slower than the default.
+_CHAOS_DELAY_MS = {"slow_body": CHAOS_STALL_SECONDS * 1000,
+                   "stall_stream": CHAOS_STALL_SECONDS * 1000,
+                   "slow_first_token": CHAOS_STALL_SECONDS * 1000, "slow_tokens": 150.0}
 
-# In-body failures exist only where the body has a status: fault -> endpoints that show it.
-_IN_BODY_FAULTS = {"response_failed": ("responses",),
-                   "response_incomplete": ("responses", "chat")}
+# Faults that exist only where the answer has them: fault -> endpoints that show it.
+# In-body failures need a body with a status; stream faults need a stream.
+_IN_BODY_FAULTS = {"response_failed": ("responses", "responses_stream"),
+                   "response_incomplete": ("responses", "chat", "responses_stream",
+                                           "chat_stream"),
+                   **dict.fromkeys(STREAM_FAULTS, STREAM_ENDPOINTS)}
 
 
 @dataclass
@@ -58,8 +78,10 @@ class Fault:
 
 
 def is_target(endpoint: str, fault: str, endpoints: Iterable[str]) -> bool:
-    """Whether ``endpoint=fault`` names a known endpoint (or "*") and a known fault (or "none")."""
-    return (endpoint == "*" or endpoint in endpoints) and (fault == "none" or fault in FAULTS)
+    """Whether ``endpoint=fault`` names a known endpoint (or "*") and a known fault (or
+    "none") that the endpoint can show (stream faults need a streamed answer)."""
+    return ((endpoint == "*" or endpoint in endpoints) and (fault == "none" or fault in FAULTS)
+            and (fault not in STREAM_FAULTS or endpoint in ("*", *STREAM_ENDPOINTS)))
 
 
 class FaultBook:
@@ -85,6 +107,9 @@ class FaultBook:
                              f"{', '.join(self.endpoints)} or *")
         if fault != "none" and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
+        if fault in STREAM_FAULTS and endpoint not in ("*", *STREAM_ENDPOINTS):
+            raise ValueError(f"fault {fault!r} applies to streamed answers only: "
+                             f"{', '.join(STREAM_ENDPOINTS)} or *")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int)
                                   or count < 1):
             raise ValueError("count must be a positive integer or None")
@@ -131,9 +156,9 @@ class FaultBook:
                 if roll < 0:
                     if endpoint not in _IN_BODY_FAULTS.get(name, (endpoint,)):
                         return None, False
-                    delay = (CHAOS_STALL_SECONDS * 1000 * self.time_scale
-                             if name == "slow_body" else None)
-                    return Fault(name, None, delay), True
+                    delay = _CHAOS_DELAY_MS.get(name)
+                    return Fault(name, None, None if delay is None else
+                                 delay * self.time_scale), True
             return None, False
 
     def jitter_s(self) -> float:

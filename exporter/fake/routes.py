@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import admin, answers
+from . import admin, answers, streams
 from .answers import Builder
 from .errors import unauthorized
 from .exchange import Plan, Request
-from .tables import ENDPOINTS, Json
+from .tables import ENDPOINTS, STREAMED, Json
 
 Auth = Callable[[Request, Any], tuple[str, Plan | None]]
 """(request, the FakeUpstream) -> (key to count the request under, refusal or None)."""
@@ -76,17 +76,34 @@ _BUILDERS: dict[str, Builder] = {
     "images": answers.images,
 }
 
+def _streamed(body: Json) -> bool:
+    """The request asks for a streamed answer ("stream": true)."""
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+def _stream_row(endpoint: str, path: str, azure: bool = False) -> Route:
+    """The row of a streamed twin: its plain endpoint's builder, rendered as SSE."""
+    plain = STREAMED[endpoint]
+    render = streams.render_chat if plain == "chat" else streams.render_responses
+    return Route("POST", path, endpoint, _BUILDERS[plain], azure=azure, render=render,
+                 when=_streamed)
+
 _ADMIN_BUILDERS: dict[str, Builder] = {
     **{name: admin.usage for name in admin.ADMIN_ENDPOINTS if name.startswith("usage_")},
     "costs": admin.costs, "projects": admin.projects, "project_rate_limits": admin.rate_limits,
 }
 
 ROUTES: tuple[Route, ...] = (
+    # Streamed answers first: the same paths as chat and responses, with "stream": true.
+    _stream_row("chat_stream", "/v1/chat/completions"),
+    _stream_row("responses_stream", "/v1/responses"),
     # OpenAI: every probe endpoint at its /v1 path, Bearer auth.
     *(Route(method, path, endpoint, _BUILDERS[endpoint])
       for endpoint, (method, path) in ENDPOINTS.items()),
     # Azure: deployment-scoped operations sit under /openai/deployments/{d}/..., the rest
     # directly under /openai/... (openai-python lib/azure.py _deployments_endpoints).
+    _stream_row("chat_stream", "/openai/deployments/{deployment}/chat/completions", True),
+    _stream_row("responses_stream", "/openai/responses", True),
     Route("POST", "/openai/deployments/{deployment}/chat/completions", "chat",
           answers.chat, azure=True),
     Route("POST", "/openai/deployments/{deployment}/embeddings", "embeddings",

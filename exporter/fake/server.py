@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import errors
+from . import errors, streams
 from .errors import AZURE_NOT_FOUND, ApiError, invalid_url
 from .exchange import Plan, Request, parse_json, plan_json
 from .faults import BODY_FAULTS, DEFAULT_DELAY_MS, REPLACE_FAULTS, FaultBook
@@ -127,8 +127,11 @@ class FakeUpstream:
         """Make `endpoint` ("*" for all) misbehave; `count` = only the next N requests.
 
         An endpoint's own fault wins over "*". ``delay_ms`` is the sleep for ``delay``,
-        the stall for ``hang``/``slow_body`` (then the connection closes), the chunk
-        interval for ``trickle_body`` and a pre-answer delay for every other fault.
+        the stall for ``hang``/``slow_body``/``stall_stream`` (then the connection
+        closes), the chunk interval for ``trickle_body``, the wait before the first token
+        for ``slow_first_token`` (default 2 s) and between tokens for ``slow_tokens``
+        (default 100 ms), and a pre-answer delay for every other fault. Stream faults
+        apply to ``chat_stream`` and ``responses_stream`` only ("*" reaches those).
         ``"none"`` forces normal answers (also suppressing chaos) for that endpoint.
         """
         self._faults.set(endpoint, fault, count=count, delay_ms=delay_ms)
@@ -206,11 +209,13 @@ class FakeUpstream:
         else:
             if name == "delay":
                 sleep += delay_s if delay_s is not None else DEFAULT_DELAY_MS / 1000
-            elif name in BODY_FAULTS or name == "reset_mid_body":
+            elif name in BODY_FAULTS or name in ("reset_mid_body", "cut_stream", "stream_error"):
                 sleep += delay_s or 0.0
             plan = self._answer(req, variant=name if name in BODY_FAULTS else None)
             plan.sleep_s = sleep
-            if name in ("slow_body", "reset_mid_body", "trickle_body"):
+            if plan.stream is not None:  # a streamed answer: the fault shapes its parts
+                streams.shape(plan, name, delay_s)
+            elif name in ("slow_body", "reset_mid_body", "trickle_body"):
                 plan.transport = name
             if name == "slow_body":
                 plan.stall_s = delay_s

@@ -52,11 +52,16 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
 }
 """Probe key -> (method, OpenAI path)."""
 
+# The streamed twins of two endpoints: the same path and builder, `"stream": true` in the
+# body, an SSE answer (streams.py); their own keys, so faults can target them.
+STREAMED = {"chat_stream": "chat", "responses_stream": "responses"}
+
 # Endpoints whose answers spend tokens: they count against the tokens-per-window limit.
-TOKEN_ENDPOINTS = frozenset({"chat", "responses", "embeddings", "images"})
+TOKEN_ENDPOINTS = frozenset({"chat", "responses", "embeddings", "images", *STREAMED})
 # Endpoints whose request names a model: an injected 404 is model_not_found there and an
 # unknown-route 404 ("Invalid URL", code null) elsewhere, as the real API answers.
-MODEL_ENDPOINTS = frozenset({"chat", "responses", "embeddings", "moderations", "images"})
+MODEL_ENDPOINTS = frozenset({"chat", "responses", "embeddings", "moderations", "images",
+                             *STREAMED})
 
 # Azure's operation names, as its 429 messages spell them.
 AZURE_OPERATIONS = {
@@ -64,6 +69,8 @@ AZURE_OPERATIONS = {
     "embeddings": "Embeddings_Create",
     "images": "ImageGenerations_Create",
     "responses": "Responses_Create",
+    "chat_stream": "ChatCompletions_Create",
+    "responses_stream": "Responses_Create",
 }
 
 JSON = "application/json"

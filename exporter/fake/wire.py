@@ -195,6 +195,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(plan.status)
         headers = {"content-type": plan.content_type, "content-length": str(len(plan.body)),
                    "x-request-id": "req_" + uuid.uuid4().hex}
+        if plan.stream is not None:  # sent as it is made, like the API: chunked
+            del headers["content-length"]
+            headers["transfer-encoding"] = "chunked"
         if not plan.edge:
             headers.update({"openai-version": "2020-10-01", "openai-organization": "user-fake",
                             "access-control-expose-headers": "X-Request-ID"})
@@ -202,7 +205,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        TRANSPORTS[plan.transport](self, plan)
+        if plan.stream is not None:
+            _stream(self, plan)
+        else:
+            TRANSPORTS[plan.transport](self, plan)
 
     def rst(self) -> None:
         """Abort the connection with a TCP RST (SO_LINGER 0), like a dying proxy."""
@@ -254,6 +260,28 @@ def _reset_mid_body(h: Handler, plan: Plan) -> None:
     h.wfile.write(plan.body[: len(plan.body) // 2])
     time.sleep(0.02)  # let the client read the headers before the RST lands
     h.rst()
+
+
+def _stream(h: Handler, plan: Plan) -> None:
+    # One HTTP chunk per part, each after its delay; then the end the plan says: the
+    # last chunk (done), a close without it (cut), a stall then a close, or an RST.
+    stream = plan.stream
+    assert stream is not None
+    for part in stream.parts:
+        if part.delay_s > 0 and h.wait(part.delay_s):
+            h.close_connection = True
+            return
+        h.wfile.write(b"%x\r\n%s\r\n" % (len(part.data), part.data))
+    if stream.end == "done":
+        h.wfile.write(b"0\r\n\r\n")
+        return
+    if stream.end == "stall":
+        h.wait(plan.stall_s)
+    elif stream.end == "reset":
+        time.sleep(0.02)  # let the client read what was sent before the RST lands
+        h.rst()
+        return
+    h.close_connection = True  # cut: the chunked body never ends
 
 
 Transport = Callable[[Handler, Plan], None]

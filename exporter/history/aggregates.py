@@ -28,7 +28,7 @@ class BucketAgg:
 
     __slots__ = ("region", "count", "successes", "errors", "input_tokens", "output_tokens",
                  "total_tokens", "response_bytes", "cost_usd", "sketch", "blob", "last",
-                 "last_failure")
+                 "last_failure", "ttft", "ttft_blob")
 
     def __init__(self, region: str = "") -> None:
         self.region = region
@@ -48,6 +48,10 @@ class BucketAgg:
         self.blob: bytes | None = None
         self.last: LastProbe | None = None
         self.last_failure: LastFailure | None = None
+        # Time to first token of the streaming probes, a second sketch kept the same way
+        # (live or as bytes); both None on the buckets of probes that do not stream.
+        self.ttft: LatencySketch | None = None
+        self.ttft_blob: bytes | None = None
 
     def add(self, r: ProbeResult) -> None:
         """Count one probe in this bucket."""
@@ -70,15 +74,23 @@ class BucketAgg:
         self.response_bytes += r.response_bytes
         self.cost_usd += r.cost_usd
         self.sketch.add(max(r.duration_seconds, 0.0))  # type: ignore[union-attr]
+        if r.ttft_seconds is not None:
+            if self.ttft is None:
+                self.ttft = (LatencySketch.from_bytes(self.ttft_blob) if self.ttft_blob
+                             else LatencySketch())
+                self.ttft_blob = None
+            self.ttft.add(r.ttft_seconds)
         # Probes finish out of order (a slow one started earlier); "last" is by start time.
         if self.last is None or r.started_at >= self.last.ts:
             self.last = LastProbe(r.started_at, r.success, r.error_type, r.http_status,
                                   r.error_message)
 
     def freeze(self) -> None:
-        """Keep the sketch as bytes only (past buckets)."""
+        """Keep the sketches as bytes only (past buckets)."""
         if self.sketch is not None:
             self.blob, self.sketch = self.sketch.to_bytes(), None
+        if self.ttft is not None:
+            self.ttft_blob, self.ttft = self.ttft.to_bytes(), None
 
     def thaw(self) -> None:
         """Decode the sketch again, to add to it."""
@@ -96,6 +108,17 @@ class BucketAgg:
             total.add(self.sketch)
         elif self.blob is not None:
             total.add_bytes(self.blob)
+
+    def ttft_bytes(self) -> bytes | None:
+        """The TTFT sketch's encoding, None when no probe of the bucket had a TTFT."""
+        return self.ttft.to_bytes() if self.ttft is not None else self.ttft_blob
+
+    def merge_ttft_into(self, total: SketchSum) -> None:
+        """Add this bucket's times to first token to a window sum."""
+        if self.ttft is not None:
+            total.add(self.ttft)
+        elif self.ttft_blob is not None:
+            total.add_bytes(self.ttft_blob)
 
 
 Key = tuple[str, str, str]  # target, endpoint, model
@@ -144,7 +167,7 @@ class WindowGroup:
 
     __slots__ = ("region", "models", "count", "successes", "errors", "input_tokens",
                  "output_tokens", "total_tokens", "response_bytes", "cost_usd", "sketch",
-                 "last", "last_failure", "steps")
+                 "ttft", "last", "last_failure", "steps")
 
     def __init__(self) -> None:
         self.region = ""
@@ -154,6 +177,7 @@ class WindowGroup:
         self.input_tokens = self.output_tokens = self.total_tokens = self.response_bytes = 0
         self.cost_usd = 0.0
         self.sketch = SketchSum()
+        self.ttft = SketchSum()  # times to first token (streaming probes)
         self.last: LastProbe | None = None
         self.last_failure: LastFailure | None = None
         self.steps: dict[int, _Step] = {}  # step index in the window -> its sums
@@ -212,7 +236,7 @@ class WindowGroup:
         return Figures(self.count, self.successes, p50, p95, p99,
                        dict(sorted(self.errors.items())), self.input_tokens,
                        self.output_tokens, self.total_tokens, self.response_bytes,
-                       self.cost_usd)
+                       self.cost_usd, self.ttft.count, *self.ttft.quantiles(QUANTILES))
 
 
 def overall(groups: Iterable[WindowGroup]) -> tuple[WindowGroup, int, int]:
@@ -223,6 +247,7 @@ def overall(groups: Iterable[WindowGroup]) -> tuple[WindowGroup, int, int]:
         n += 1
         total.merge(g)
         total.sketch.add(g.sketch)
+        total.ttft.add(g.ttft)
         if g.last is not None and not g.last.success:
             failing += 1
     return total, n, failing

@@ -13,7 +13,7 @@ from itertools import islice
 from typing import Any, NamedTuple
 from collections.abc import Callable, Iterable, Iterator
 
-from ..result import STATUS_SUCCESS, ProbeResult
+from ..result import PHASES, STATUS_SUCCESS, ProbeResult
 from .aggregates import RESOLUTIONS, BucketAgg, Key, Row, Span
 from .model import Event, TraceFilter
 from .results import StoreInfo
@@ -22,9 +22,36 @@ from .store import History
 log = logging.getLogger("exporter.history")
 
 # The numbers of an event in one bytes object: ts, duration, cost, http status (-1: none),
-# tokens x3, response bytes.
+# tokens x3, response bytes; then, only for a probe that has any, its timings: a byte
+# whose bits say which of _TIMINGS are present, and those values (most probes have none
+# or a few phases: absent ones cost nothing).
 _NUMBERS = struct.Struct("<dddhIIII")
 _TS = struct.Struct("<d")
+_TIMINGS = ("ttft", "tpot", *PHASES)
+
+
+def _pack_timings(r: ProbeResult) -> bytes:
+    values = (r.ttft_seconds, r.tpot_seconds, *(r.phases.get(p) for p in PHASES))
+    present = [v for v in values if v is not None]
+    if not present:
+        return b""
+    mask = sum(1 << i for i, v in enumerate(values) if v is not None)
+    return struct.pack(f"<B{len(present)}d", mask, *present)
+
+
+_NO_TIMINGS = (None, None, None)
+_VALUES = [struct.Struct(f"<{n}d") for n in range(len(_TIMINGS) + 1)]
+
+
+def _unpack_timings(tail: bytes) -> tuple[float | None, float | None, dict[str, float] | None]:
+    """ttft, tpot and phases (None without any) from the tail _pack_timings wrote."""
+    mask = tail[0]
+    values = iter(_VALUES[(len(tail) - 1) // 8].unpack_from(tail, 1))
+    ttft = next(values) if mask & 1 else None
+    tpot = next(values) if mask & 2 else None
+    phases = ({p: next(values) for i, p in enumerate(PHASES, 2) if mask >> i & 1}
+              if mask >> 2 else None)
+    return ttft, tpot, phases
 
 
 class PackedEvent(NamedTuple):
@@ -47,16 +74,20 @@ class PackedEvent(NamedTuple):
         numbers = _NUMBERS.pack(r.started_at, r.duration_seconds, r.cost_usd,
                                 -1 if r.http_status is None else r.http_status,
                                 r.input_tokens, r.output_tokens, r.total_tokens,
-                                r.response_bytes)
+                                r.response_bytes) + _pack_timings(r)
         return cls(numbers, intern(r.target), intern(r.region), intern(r.endpoint),
                    intern(r.model), intern(r.error_type), r.error_message, r.request_id)
 
     def unpack(self, event_id: int) -> Event:
         """The event with its id (ids are positions in the ring, not stored)."""
-        ts, dur, cost, http, inp, out, tot, nbytes = _NUMBERS.unpack(self.numbers)
+        numbers = self.numbers
+        ts, dur, cost, http, inp, out, tot, nbytes = _NUMBERS.unpack_from(numbers)
+        timings = (_unpack_timings(numbers[_NUMBERS.size:]) if len(numbers) > _NUMBERS.size
+                   else _NO_TIMINGS)
         return Event(event_id, ts, self.target, self.region, self.endpoint, self.model, dur,
                      self.error_type == "none", self.error_type, None if http < 0 else http,
-                     self.error_message, self.request_id, inp, out, tot, nbytes, cost)
+                     self.error_message, self.request_id, inp, out, tot, nbytes, cost,
+                     *timings)
 
     @property
     def ts(self) -> float:

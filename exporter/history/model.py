@@ -8,6 +8,7 @@ import binascii
 import hashlib
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -68,6 +69,10 @@ class Event(NamedTuple):
     total_tokens: int
     response_bytes: int
     cost_usd: float
+    # Streaming probes: start -> first content, seconds per output token after the first.
+    ttft_seconds: float | None = None
+    tpot_seconds: float | None = None
+    phases: Mapping[str, float] | None = None  # seconds per phase; None: not timed by phase
 
 
 class LastProbe(NamedTuple):

@@ -28,6 +28,12 @@ class Figures:
     total_tokens: int
     response_bytes: int
     cost_usd: float
+    # Time to first token of the streaming probes (a second sketch, the same accuracy):
+    # how many probes had one, and its nearest-rank percentiles in seconds.
+    ttft_count: int = 0
+    ttft_p50: float | None = None
+    ttft_p95: float | None = None
+    ttft_p99: float | None = None
 
     @property
     def errors(self) -> int:

@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 from collections.abc import Callable, Iterable, Iterator
 
-from ..result import STATUS_SUCCESS, ProbeResult
+from ..result import PHASES, STATUS_SUCCESS, ProbeResult
 from ..sketch import LatencySketch
 from .aggregates import COARSE, RESOLUTIONS, BucketAgg, Row, Span
 from .model import (
@@ -37,7 +37,15 @@ from .store import History
 
 log = logging.getLogger("exporter.history")
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# Schema 2 (issue 8) added the stream and phase timings: columns added at the end of the
+# tables, all NULL-able, so a schema 1 file is migrated in place by ALTER TABLE ADD
+# COLUMN (no rewrite, nothing lost; its old rows simply have no timings).
+_TIMING_COLUMNS = ("ttft_seconds", "tpot_seconds", *(f"phase_{p}" for p in PHASES))
+_MIGRATIONS = {
+    "1": [f"ALTER TABLE events ADD COLUMN {c} REAL" for c in _TIMING_COLUMNS]
+         + ["ALTER TABLE aggregates ADD COLUMN ttft_sketch BLOB"],
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -47,7 +55,8 @@ CREATE TABLE IF NOT EXISTS events (
     duration_seconds REAL NOT NULL, success INTEGER NOT NULL, error_type TEXT NOT NULL,
     http_status INTEGER, error_message TEXT NOT NULL, request_id TEXT NOT NULL,
     input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
-    total_tokens INTEGER NOT NULL, response_bytes INTEGER NOT NULL, cost_usd REAL NOT NULL
+    total_tokens INTEGER NOT NULL, response_bytes INTEGER NOT NULL, cost_usd REAL NOT NULL,
+    """ + ", ".join(f"{c} REAL" for c in _TIMING_COLUMNS) + """  -- NULL: not measured
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_endpoint ON events (endpoint, id);
@@ -64,22 +73,35 @@ CREATE TABLE IF NOT EXISTS aggregates (
     last_ts REAL, last_success INTEGER, last_error_type TEXT, last_http_status INTEGER,
     last_message TEXT,
     fail_ts REAL, fail_error_type TEXT, fail_http_status INTEGER, fail_message TEXT,
+    ttft_sketch BLOB,  -- NULL when no probe of the bucket had a time to first token
     PRIMARY KEY (res, minute, target, endpoint, model)
 ) WITHOUT ROWID;
 """
 
 _EVENT_COLUMNS = ("id, ts, target, region, endpoint, model, duration_seconds, success, "
                   "error_type, http_status, error_message, request_id, input_tokens, "
-                  "output_tokens, total_tokens, response_bytes, cost_usd")
+                  "output_tokens, total_tokens, response_bytes, cost_usd, "
+                  + ", ".join(_TIMING_COLUMNS))
 _AGG_COLUMNS = ("res, minute, target, endpoint, model, region, count, successes, errors, "
                    "input_tokens, output_tokens, total_tokens, response_bytes, cost_usd, "
                    "sketch, last_ts, last_success, last_error_type, last_http_status, "
-                   "last_message, fail_ts, fail_error_type, fail_http_status, fail_message")
+                   "last_message, fail_ts, fail_error_type, fail_http_status, fail_message, "
+                   "ttft_sketch")
 _INSERT_EVENT = ("INSERT INTO events (" + _EVENT_COLUMNS[4:] + ") VALUES ("
-                 + ", ".join("?" * 16) + ")")
+                 + ", ".join("?" * (16 + len(_TIMING_COLUMNS))) + ")")
 _UPSERT_AGG = ("INSERT OR REPLACE INTO aggregates (" + _AGG_COLUMNS + ") VALUES ("
-               + ", ".join("?" * 24) + ")")
+               + ", ".join("?" * 25) + ")")
 _PRUNE_EVERY_SECONDS = 60.0
+
+
+_NO_PHASES = (None,) * len(PHASES)
+
+
+def _phases(columns: tuple) -> dict[str, float] | None:
+    """The phase_* columns of an event row as Event.phases."""
+    if columns == _NO_PHASES:
+        return None
+    return {p: v for p, v in zip(PHASES, columns, strict=True) if v is not None}
 
 
 BucketKey = tuple[int, int, str, str, str]  # res, bucket's first minute, target, endpoint, model
@@ -94,14 +116,14 @@ def _agg_to_row(ck: BucketKey, a: BucketAgg) -> tuple:
     return (*ck, a.region, a.count, a.successes,
             json.dumps(a.errors, sort_keys=True) if a.errors else None,
             a.input_tokens, a.output_tokens, a.total_tokens, a.response_bytes, a.cost_usd,
-            a.sketch_bytes(), *last, *(a.last_failure or _NO_FAILURE))
+            a.sketch_bytes(), *last, *(a.last_failure or _NO_FAILURE), a.ttft_bytes())
 
 
 def _agg_from_row(row: tuple, decode: bool = True) -> Row:
     """(bucket, key, aggregate) of a row; decode=False keeps the sketch encoded."""
     (_res, minute, target, endpoint, model, region, count, successes, errors, inp, out, tot,
      nbytes, cost, sketch, last_ts, last_success, last_et, last_http, last_msg,
-     fail_ts, fail_et, fail_http, fail_msg) = row
+     fail_ts, fail_et, fail_http, fail_msg, ttft) = row
     a = BucketAgg(region)
     a.count, a.successes = count, successes
     if errors:
@@ -110,8 +132,10 @@ def _agg_from_row(row: tuple, decode: bool = True) -> Row:
     a.response_bytes, a.cost_usd = nbytes, cost
     if decode:
         a.sketch = LatencySketch.from_bytes(sketch)
+        a.ttft = LatencySketch.from_bytes(ttft) if ttft else None
     else:
         a.sketch, a.blob = None, sketch
+        a.ttft_blob = ttft
     if last_ts is not None:
         a.last = LastProbe(last_ts, bool(last_success), last_et, last_http, last_msg)
     if fail_ts is not None:
@@ -153,6 +177,16 @@ class SQLiteHistory(History):
 
     def _init_meta(self) -> None:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema") in _MIGRATIONS:  # an older file we know how to bring forward
+            self._db.execute("BEGIN IMMEDIATE")
+            for statement in _MIGRATIONS[meta["schema"]]:
+                self._db.execute(statement)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
+                             (SCHEMA_VERSION,))
+            self._db.execute("COMMIT")
+            log.info("history: %s migrated from schema %s to %s", self.path, meta["schema"],
+                     SCHEMA_VERSION)
+            meta["schema"] = SCHEMA_VERSION
         if "schema" in meta and meta["schema"] != SCHEMA_VERSION:
             raise SchemaVersionError(self.path, meta["schema"], SCHEMA_VERSION)
         if "epoch" not in meta:
@@ -200,7 +234,8 @@ class SQLiteHistory(History):
                                    r.duration_seconds, int(r.success), r.error_type,
                                    r.http_status, r.error_message, r.request_id,
                                    r.input_tokens, r.output_tokens, r.total_tokens,
-                                   r.response_bytes, r.cost_usd))
+                                   r.response_bytes, r.cost_usd, r.ttft_seconds,
+                                   r.tpot_seconds, *(r.phases.get(p) for p in PHASES)))
                 db.executemany(_INSERT_EVENT, events)
                 db.executemany(_UPSERT_AGG, [_agg_to_row(ck, a) for ck, a in touched.items()])
                 self._maybe_prune()
@@ -318,8 +353,7 @@ class SQLiteHistory(History):
         args.append(limit)
         with self._reader() as conn:
             rows = conn.execute(sql, args).fetchall()
-        return [Event(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), *r[8:])
-                for r in rows]
+        return [Event._make((*r[:7], bool(r[7]), *r[8:19], _phases(r[19:]))) for r in rows]
 
     def __len__(self) -> int:
         with self._reader() as conn:

@@ -103,6 +103,7 @@ class History(ABC):
                     g = groups[(target, endpoint)] = WindowGroup()
                 g.models.add(model)
                 g.merge(agg)
+                agg.merge_ttft_into(g.ttft)
                 if series:
                     g.add_to_step(bucket // step - first_step, agg)
                 else:

@@ -15,14 +15,20 @@ from ..history import (
     StoreInfo,
     WindowStatus,
 )
-from ..result import STATUS_ERROR, STATUS_SUCCESS
+from ..catalogue import CATALOGUE
+from ..result import PHASES, STATUS_ERROR, STATUS_SUCCESS
 
 QUANTILES_NOTE = "nearest-rank; latency sketch relative error <= 0.5%"
 SERIES_FIELDS = ["t", "count", "p95_ms", "success_rate"]
-# Column order of /traces?format=csv (and the key order of json/ndjson events).
+# Column order of /traces?format=csv (and the key order of json/ndjson events). The
+# timings close the row, one flat column each so CSV needs nothing special; null when
+# the probe did not measure them (ttft/tpot: streaming probes; phases: probes timed by
+# phase).
+PHASE_FIELDS = tuple(f"phase_{p}_ms" for p in PHASES)
 TRACE_FIELDS = ("id", "time", "ts", "target", "region", "endpoint", "model", "status",
                 "error_type", "http_status", "duration_ms", "error_message", "request_id",
-                "input_tokens", "output_tokens", "total_tokens", "response_bytes", "cost_usd")
+                "input_tokens", "output_tokens", "total_tokens", "response_bytes", "cost_usd",
+                "ttft_ms", "tpot_ms", *PHASE_FIELDS)
 
 
 def rfc3339(ts: float) -> str:
@@ -51,8 +57,21 @@ def event_json(ev: Event) -> dict[str, Any]:
         "error_message": ev.error_message, "request_id": ev.request_id,
         "input_tokens": ev.input_tokens, "output_tokens": ev.output_tokens,
         "total_tokens": ev.total_tokens, "response_bytes": ev.response_bytes,
-        "cost_usd": ev.cost_usd,
+        "cost_usd": ev.cost_usd, **_timings(ev),
     }
+
+
+_NO_TIMINGS: dict[str, Any] = dict.fromkeys(("ttft_ms", "tpot_ms", *PHASE_FIELDS))
+_PHASE_KEYS = tuple(zip(PHASE_FIELDS, PHASES, strict=True))
+
+
+def _timings(ev: Event) -> dict[str, Any]:
+    # Most events have none: share one dict of nulls (a /traces page is 1000 events).
+    if ev.ttft_seconds is None and ev.tpot_seconds is None and not ev.phases:
+        return _NO_TIMINGS
+    phases = ev.phases or {}
+    return {"ttft_ms": ms(ev.ttft_seconds), "tpot_ms": ms(ev.tpot_seconds),
+            **{field: ms(phases.get(phase)) for field, phase in _PHASE_KEYS}}
 
 
 def _head(f: Figures) -> dict[str, Any]:
@@ -70,13 +89,22 @@ def _tail(f: Figures) -> dict[str, Any]:
             "response_bytes": f.response_bytes, "cost_usd": round(f.cost_usd, 8)}
 
 
+def _streams(e: EndpointStatus) -> bool:
+    """Whether the row is a streaming probe's: it shows time to first token."""
+    probe = CATALOGUE.get(e.endpoint)
+    return e.figures.ttft_count > 0 or (probe is not None and probe.reader == "sse")
+
+
 def endpoint_json(e: EndpointStatus) -> dict[str, Any]:
     """One /status endpoint row; with its chart series when the query asked for one."""
     last, fail = e.last, e.last_failure
+    f = e.figures
+    ttft = {"ttft_count": f.ttft_count, "ttft_p50_ms": ms(f.ttft_p50),
+            "ttft_p95_ms": ms(f.ttft_p95), "ttft_p99_ms": ms(f.ttft_p99)} if _streams(e) else {}
     row: dict[str, Any] = {
         "target": e.target, "endpoint": e.endpoint, "region": e.region, "models": e.models,
         **_head(e.figures),
-        "mean_ms": ms(e.mean), "max_ms": ms(e.max),
+        "mean_ms": ms(e.mean), "max_ms": ms(e.max), **ttft,
         "last_status": None if last is None else _status_word(last.success),
         "last_error_type": None if last is None else last.error_type,
         "last_error_message": None if last is None else last.message,
