@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 from ..result import PHASES, STATUS_SUCCESS, ProbeResult
 from ..sketch import LatencySketch
+from ..sqlitetx import write_transaction
+from ..throttle import Throttle
 from .aggregates import COARSE, RESOLUTIONS, BucketAgg, Row, Span
 from .model import (
     Event,
@@ -163,7 +165,7 @@ class SQLiteHistory(History):
         # on every add. Always equal to the committed rows (cleared on a failed write).
         self._cache: dict[BucketKey, BucketAgg] = {}
         self._last_prune = 0.0
-        self._last_error_log = 0.0
+        self._error_log = Throttle(60.0)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -178,12 +180,11 @@ class SQLiteHistory(History):
     def _init_meta(self) -> None:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("schema") in _MIGRATIONS:  # an older file we know how to bring forward
-            self._db.execute("BEGIN IMMEDIATE")
-            for statement in _MIGRATIONS[meta["schema"]]:
-                self._db.execute(statement)
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
-                             (SCHEMA_VERSION,))
-            self._db.execute("COMMIT")
+            with write_transaction(self._db) as db:
+                for statement in _MIGRATIONS[meta["schema"]]:
+                    db.execute(statement)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
+                           (SCHEMA_VERSION,))
             log.info("history: %s migrated from schema %s to %s", self.path, meta["schema"],
                      SCHEMA_VERSION)
             meta["schema"] = SCHEMA_VERSION
@@ -191,10 +192,9 @@ class SQLiteHistory(History):
             raise SchemaVersionError(self.path, meta["schema"], SCHEMA_VERSION)
         if "epoch" not in meta:
             meta["epoch"] = self.epoch.hex()
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                 [("schema", SCHEMA_VERSION), ("epoch", meta["epoch"])])
-            self._db.execute("COMMIT")
+            with write_transaction(self._db) as db:
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                               [("schema", SCHEMA_VERSION), ("epoch", meta["epoch"])])
         # Ids persist across restarts, so cursors may too: the epoch is per file.
         self.epoch = bytes.fromhex(meta["epoch"])
 
@@ -218,41 +218,39 @@ class SQLiteHistory(History):
         with self._lock:
             if self._closed:
                 return
-            db = self._db
             try:
-                db.execute("BEGIN IMMEDIATE")
-                touched: dict[BucketKey, BucketAgg] = {}
-                events = []
-                for r in results:
-                    minute = int(r.started_at // 60)
-                    for res in RESOLUTIONS:
-                        ck = (res, minute - minute % res, r.target, r.endpoint, r.model)
-                        agg = self._agg_for(ck, r.region)
-                        agg.add(r)
-                        touched[ck] = agg
-                    events.append((r.started_at, r.target, r.region, r.endpoint, r.model,
-                                   r.duration_seconds, int(r.success), r.error_type,
-                                   r.http_status, r.error_message, r.request_id,
-                                   r.input_tokens, r.output_tokens, r.total_tokens,
-                                   r.response_bytes, r.cost_usd, r.ttft_seconds,
-                                   r.tpot_seconds, *(r.phases.get(p) for p in PHASES)))
-                db.executemany(_INSERT_EVENT, events)
-                db.executemany(_UPSERT_AGG, [_agg_to_row(ck, a) for ck, a in touched.items()])
-                self._maybe_prune()
-                db.execute("COMMIT")
+                with write_transaction(self._db) as db:
+                    self._write(db, results)
             except Exception as exc:  # disk full, locked, a bug: keep probing, say so
                 self._cache.clear()  # it may hold updates that were rolled back
-                with suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                now = time.monotonic()
-                if now - self._last_error_log > 60:  # one line a minute, not one per probe
-                    self._last_error_log = now
+                if self._error_log.ready():  # one line a minute, not one per probe
                     log.error("history: could not write to %s: %s", self.path, exc)
                 return
             if len(self._cache) > 4096:  # keep the buckets still being written
                 newest = max(ck[1] for ck in self._cache)
                 self._cache = {ck: a for ck, a in self._cache.items()
                                if ck[1] >= newest - COARSE - 2}
+
+    def _write(self, db: sqlite3.Connection, results: Iterable[ProbeResult]) -> None:
+        """The events and their aggregate rows, inside add_many's transaction."""
+        touched: dict[BucketKey, BucketAgg] = {}
+        events = []
+        for r in results:
+            minute = int(r.started_at // 60)
+            for res in RESOLUTIONS:
+                ck = (res, minute - minute % res, r.target, r.endpoint, r.model)
+                agg = self._agg_for(ck, r.region)
+                agg.add(r)
+                touched[ck] = agg
+            events.append((r.started_at, r.target, r.region, r.endpoint, r.model,
+                           r.duration_seconds, int(r.success), r.error_type,
+                           r.http_status, r.error_message, r.request_id,
+                           r.input_tokens, r.output_tokens, r.total_tokens,
+                           r.response_bytes, r.cost_usd, r.ttft_seconds,
+                           r.tpot_seconds, *(r.phases.get(p) for p in PHASES)))
+        db.executemany(_INSERT_EVENT, events)
+        db.executemany(_UPSERT_AGG, [_agg_to_row(ck, a) for ck, a in touched.items()])
+        self._maybe_prune()
 
     def _maybe_prune(self) -> None:
         now = self.clock()
@@ -269,10 +267,8 @@ class SQLiteHistory(History):
                              (res, int(cutoff // 60) - res + 1))
 
     def _prune(self) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock, write_transaction(self._db):
             self._prune_in_tx(self.clock())
-            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from ..throttle import Throttle
 from . import reads
 from .client import AdminClient, AdminError, Truncated
 from .kinds import KINDS, Kind
@@ -90,7 +91,7 @@ class UsagePoller:
         self.last_duration: float | None = None
         self._metadata_at: float | None = None
         self._failing = False
-        self._last_error_log = -math.inf
+        self._error_log = Throttle(ERROR_LOG_SECONDS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         loaded = store.load(",".join(config.group_by),
@@ -178,10 +179,8 @@ class UsagePoller:
             self._failing = False
             return
         self._failing = True
-        now = time.monotonic()
-        if now - self._last_error_log < ERROR_LOG_SECONDS:
+        if not self._error_log.ready():
             return  # one line a minute, however short the interval
-        self._last_error_log = now
         first = failing[0][1]
         log.warning("usage poll: %d of %d reads failing (%s); first: %s", len(failing),
                     len(self.endpoints), ", ".join(f"{e}={s.error_type}" for e, s in failing),

@@ -14,10 +14,10 @@ import json
 import logging
 import sqlite3
 import threading
-import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 
+from ..sqlitetx import write_transaction
+from ..throttle import Throttle
 from .marks import Dims, KindMarks
 
 log = logging.getLogger("exporter.usage")
@@ -72,7 +72,7 @@ class SQLiteMarks:
         self.path = path
         self._lock = threading.Lock()
         self._closed = False
-        self._last_error_log = -60.0
+        self._error_log = Throttle(60.0)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout=5000")  # the history writes the same file
         self._db.executescript(_SCHEMA)
@@ -84,12 +84,11 @@ class SQLiteMarks:
         with self._lock:
             state = dict(self._db.execute("SELECT key, value FROM usage_state").fetchall())
             if state.get("dims") != dims_key or state.get("version") != STORE_VERSION:
-                self._db.execute("BEGIN IMMEDIATE")
-                for table in ("usage_state", "usage_marks", "usage_pending"):
-                    self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
-                self._db.executemany("INSERT INTO usage_state VALUES (?, ?)",
-                                     [("dims", dims_key), ("version", STORE_VERSION)])
-                self._db.execute("COMMIT")
+                with write_transaction(self._db) as db:
+                    for table in ("usage_state", "usage_marks", "usage_pending"):
+                        db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+                    db.executemany("INSERT INTO usage_state VALUES (?, ?)",
+                                   [("dims", dims_key), ("version", STORE_VERSION)])
                 return out
             self._db.execute("DELETE FROM usage_marks WHERE bucket < ?", (evict_before,))
             for kind, n_fields in kinds.items():
@@ -123,25 +122,20 @@ class SQLiteMarks:
         with self._lock:
             if self._closed:
                 return
-            db = self._db
             try:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("DELETE FROM usage_marks WHERE kind = ? AND bucket < ?",
-                           (kind, evicted_before))
-                db.executemany("INSERT OR REPLACE INTO usage_marks VALUES (?, ?, ?, ?, ?)", rows)
-                db.execute("INSERT OR IGNORE INTO usage_state VALUES (?, ?)",
-                           (f"started:{kind}", repr(started_at)))
-                db.execute("DELETE FROM usage_pending")
-                db.executemany("INSERT INTO usage_pending VALUES (?, ?)", [
-                    (json.dumps([f, k, list(d), t]), amount)
-                    for (f, k, d, t), amount in pending.items()])
-                db.execute("COMMIT")
+                with write_transaction(self._db) as db:
+                    db.execute("DELETE FROM usage_marks WHERE kind = ? AND bucket < ?",
+                               (kind, evicted_before))
+                    db.executemany("INSERT OR REPLACE INTO usage_marks VALUES (?, ?, ?, ?, ?)",
+                                   rows)
+                    db.execute("INSERT OR IGNORE INTO usage_state VALUES (?, ?)",
+                               (f"started:{kind}", repr(started_at)))
+                    db.execute("DELETE FROM usage_pending")
+                    db.executemany("INSERT INTO usage_pending VALUES (?, ?)", [
+                        (json.dumps([f, k, list(d), t]), amount)
+                        for (f, k, d, t), amount in pending.items()])
             except sqlite3.Error as exc:  # disk full, locked too long: keep counting
-                with suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                now = time.monotonic()
-                if now - self._last_error_log >= 60:  # one line a minute, not one per kind
-                    self._last_error_log = now
+                if self._error_log.ready():  # one line a minute, not one per kind
                     log.error("usage: could not save the marks to %s: %s", self.path, exc)
 
     def close(self) -> None:
