@@ -572,6 +572,34 @@ def test_doc_promql_reads_contract_or_recorded_metrics() -> None:
         assert not unknown, f"{q.describe()}: unknown metric(s) {sorted(unknown)}"
 
 
+def _right_of_divisions(expr: str) -> list[str]:
+    """For each `/` of an expression, what it divides by, to the end of its parentheses."""
+    out = []
+    for m in re.finditer(r"(?<![/*])/(?![/*])", expr):
+        depth, end = 0, len(expr)
+        for i, ch in enumerate(expr[m.end():], m.end()):
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if depth < 0:
+                end = i
+                break
+        out.append(expr[m.end():end])
+    return out
+
+
+def test_doc_promql_guards_every_division_by_a_limit() -> None:
+    """A limit gauge can read 0 (or Azure's -1): divide by `(... > 0)`, which drops those
+    series, instead of showing +Inf, NaN or a negative headroom."""
+    divisions = 0
+    for q in promql.doc_queries("promql"):
+        for right in _right_of_divisions(q.expr):
+            limits = {n for n in promql.metric_names(right) if n.endswith("_limit")}
+            if limits:
+                divisions += 1
+                assert re.search(r">\s*0(?![.\d])", right), \
+                    f"{q.describe()}: divides by {sorted(limits)} without `> 0`"
+    assert divisions >= 1  # the README's headroom example
+
+
 @pytest.mark.parametrize("lang", ["promql", "logql"])
 def test_each_doc_query_example_is_written_once(lang: str) -> None:
     """The examples live in one place: a query shown twice (README and docs/) drifts."""
