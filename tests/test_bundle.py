@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -298,11 +299,42 @@ def test_docker_compose_config_validates() -> None:
     assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
 
 
-def test_docker_compose_refuses_to_start_without_a_grafana_password() -> None:
+def test_docker_compose_starts_on_a_fresh_clone_with_no_env(tmp_path: Path) -> None:
+    # `git clone` then `docker compose up`: no .env, nothing in the environment.
     dc = require_tool("docker-compose")
-    r = _run(dc, "--env-file", ".env.example", "config", "-q", env=_compose_env())
-    assert r.returncode != 0
-    assert "GRAFANA_ADMIN_PASSWORD" in r.stdout + r.stderr
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".env", "__pycache__", "*_cache", "*.egg-info", "bench"))
+    assert not (clone / ".env").exists()
+    r = subprocess.run([dc, "config"], cwd=clone, capture_output=True, text=True,
+                       timeout=120, env={})
+    assert r.returncode == 0, r.stdout + r.stderr
+    # 1.29: "The X variable is not set. Defaulting to a blank string."
+    assert "is not set" not in r.stderr, r.stderr
+    services = yaml.safe_load(r.stdout)["services"]
+    grafana = services["grafana"]["environment"]
+    # Grafana's own default: signing in with "admin" makes Grafana ask for a new password.
+    assert grafana["GF_SECURITY_ADMIN_USER"] == "admin"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == "admin"
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    # Without a key the exporter runs its built-in demo.
+    exporter = services["exporter"]["environment"]
+    assert exporter["OPENAI_API_KEY_FILE"] == "" and exporter["OPENAI_BASE_URL"] == ""
+    published = [str(port) for svc in services.values() for port in svc.get("ports", [])]
+    assert published and all(port.startswith("127.0.0.1:") for port in published), published
+
+
+def test_every_compose_variable_has_a_default() -> None:
+    # `${VAR:?message}` stops `docker compose up` until VAR is set; `${VAR}` warns and
+    # substitutes "". Every variable gets a `${VAR:-default}`.
+    text = "\n".join(line for line in COMPOSE.read_text().splitlines()
+                     if not line.lstrip().startswith("#"))
+    found = re.findall(r"\$\{([^}]*)\}", text)
+    assert found
+    for expr in found:
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]*:-[^}]*", expr), f"${{{expr}}} has no default"
+    assert not re.search(r"\$[A-Za-z_]", text.replace("$$", "")), "a bare $VAR"
 
 
 def test_compose_passes_keys_as_files_not_in_the_environment(compose: dict) -> None:
@@ -343,6 +375,63 @@ def test_compose_file_fits_docker_compose_1_29(compose: dict) -> None:
     for name, svc in compose["services"].items():
         assert "develop" not in svc, name
         assert "start_interval" not in svc.get("healthcheck", {}), name
+
+
+def test_nothing_phones_home(compose: dict) -> None:
+    services = compose["services"]
+    grafana = services["grafana"]["environment"]
+    for key, value in {
+        "GF_ANALYTICS_REPORTING_ENABLED": "false",         # usage stats to stats.grafana.org
+        "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",         # grafana.com version check
+        "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",  # grafana.com plugin versions
+        "GF_NEWS_NEWS_FEED_ENABLED": "false",              # grafana.com blog feed
+        "GF_PLUGINS_PREINSTALL_DISABLED": "true",          # plugin downloads at start
+        "GF_PLUGINS_PUBLIC_KEY_RETRIEVAL_DISABLED": "true",
+        "GF_SECURITY_DISABLE_GRAVATAR": "true",
+    }.items():
+        assert grafana.get(key) == value, key
+    alloy = services["alloy"]["command"]
+    assert alloy[0] == "run" and "--disable-reporting" in alloy, alloy
+    loki = _yaml(ROOT / "loki" / "loki.yml")
+    assert loki["analytics"]["reporting_enabled"] is False
+
+
+def test_grafana_does_not_wait_for_a_healthy_loki(compose: dict) -> None:
+    # A slow Loki leaves the Logs row empty for a while; it must not keep Grafana down.
+    depends = compose["services"]["grafana"].get("depends_on", {})
+    assert isinstance(depends, dict), depends
+    for name, cond in depends.items():
+        assert cond.get("condition") != "service_healthy", f"grafana waits for {name}"
+    # The shippers may wait: they have nothing to do until Loki takes pushes.
+    for shipper in ("promtail", "alloy"):
+        assert compose["services"][shipper]["depends_on"]["loki"]["condition"] == \
+            "service_healthy"
+
+
+def _pins_table() -> dict[str, tuple[str, str]]:
+    text = (ROOT / "docs" / "bundle.md").read_text()
+    section = text[text.index("### Image pins"):]
+    section = section[:section.index("\n#", 1)]
+    rows = re.findall(r"^\| `([^`]+)` \| `([^`]+)` \| (.+?) \|$", section, re.M)
+    return {image: (tag, where) for image, tag, where in rows}
+
+
+def test_image_pins_match_the_docs_table(compose: dict) -> None:
+    pinned = {}
+    for svc in compose["services"].values():
+        if "build" not in svc:
+            image, _, tag = svc["image"].rpartition(":")
+            pinned[image] = tag
+    table = _pins_table()
+    assert {image: tag for image, (tag, _) in table.items()} == pinned
+    for image, (_, where) in table.items():
+        assert re.search(r"https://\S+", where), f"{image}: no URL where the tag was confirmed"
+    # The prose of the docs and the README names the same tags, nowhere another one.
+    for doc in (ROOT / "README.md", ROOT / "docs" / "bundle.md"):
+        for image, tag in re.findall(
+                r"((?:prom|grafana)/(?:prometheus|grafana|loki|promtail|alloy)):(v?[\d.]+\d)",
+                doc.read_text()):
+            assert pinned.get(image) == tag, f"{doc.name}: {image}:{tag} vs {pinned.get(image)}"
 
 
 def test_compose_images_pinned_and_ports_local(compose: dict) -> None:
@@ -481,6 +570,34 @@ def test_doc_promql_reads_contract_or_recorded_metrics() -> None:
     for q in queries:
         unknown = promql.metric_names(q.expr) - known
         assert not unknown, f"{q.describe()}: unknown metric(s) {sorted(unknown)}"
+
+
+def _right_of_divisions(expr: str) -> list[str]:
+    """For each `/` of an expression, what it divides by, to the end of its parentheses."""
+    out = []
+    for m in re.finditer(r"(?<![/*])/(?![/*])", expr):
+        depth, end = 0, len(expr)
+        for i, ch in enumerate(expr[m.end():], m.end()):
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if depth < 0:
+                end = i
+                break
+        out.append(expr[m.end():end])
+    return out
+
+
+def test_doc_promql_guards_every_division_by_a_limit() -> None:
+    """A limit gauge can read 0 (or Azure's -1): divide by `(... > 0)`, which drops those
+    series, instead of showing +Inf, NaN or a negative headroom."""
+    divisions = 0
+    for q in promql.doc_queries("promql"):
+        for right in _right_of_divisions(q.expr):
+            limits = {n for n in promql.metric_names(right) if n.endswith("_limit")}
+            if limits:
+                divisions += 1
+                assert re.search(r">\s*0(?![.\d])", right), \
+                    f"{q.describe()}: divides by {sorted(limits)} without `> 0`"
+    assert divisions >= 1  # the README's headroom example
 
 
 @pytest.mark.parametrize("lang", ["promql", "logql"])
