@@ -135,7 +135,7 @@ def main() -> None:
     time.sleep(args.seconds + 0.2)
     lines = handler.lines - lines_before
     due = args.seconds / args.interval
-    for name, loop in running.items():
+    for name in running:
         started = sinks[name].started
         kept = [min(1.0, started[(f"t{i}", e)] / due)
                 for i in range(TARGETS) for e in ENDPOINTS if e != HANGING]
