@@ -53,6 +53,7 @@ Clock = Callable[[], float]
 
 DRAIN_MARGIN_SECONDS = 2.0  # past the probe timeout, for the sinks (an fsynced write)
 SKIP_LOG_SECONDS = 60.0  # at most one "still running" line per target x endpoint this often
+MAX_WAIT_SECONDS = 3600.0  # the timer's longest sleep (no job; past the stop)
 
 __all__ = ["DRAIN_MARGIN_SECONDS", "MAX_JOBS", "ProbeLoop", "job_count", "offset_fraction"]
 
@@ -176,9 +177,9 @@ class ProbeLoop:
 
     def _run_timer(self) -> None:
         while not self._stopping.is_set():
-            delay = self.tick()
+            delay = self.tick()  # inf once stopping, which Event.wait cannot take
             # Event.wait times out on the monotonic clock: a wall-clock step is invisible.
-            self._stopping.wait(delay)
+            self._stopping.wait(min(delay, MAX_WAIT_SECONDS))
 
     def tick(self) -> float:
         """Start every job that is due; return the seconds until the next one is.
@@ -198,7 +199,7 @@ class ProbeLoop:
             for job in due:
                 self._fire(job)
             next_due = min((job.due for job in self.jobs), default=math.inf)
-        return max(0.0, next_due - now) if next_due != math.inf else 3600.0
+        return max(0.0, next_due - now) if next_due != math.inf else MAX_WAIT_SECONDS
 
     def _fire(self, job: _Job) -> None:
         """Start `job` on the pool, or count the tick skipped (called under the lock)."""
