@@ -3,11 +3,12 @@
     .venv/bin/python bench/bench_crash.py [--kills 10] [--latency-ms 700] [--seed 1]
 
 The exporter (ENABLE_DB=1, mode all, two targets of five probes, interval 1 s: 10 probes a
-second, PROBE_MAX_WORKERS 8) probes the bundled fake upstream, which answers every request
-after --latency-ms. Each round starts it on the same database file, waits a seeded random
-0.5-3 s after /healthz answers, sends the signal and counts: requests the upstream
-received, rows added, probes logged, PRAGMA integrity_check. "lost" = received - stored:
-the probes in flight at the signal. Medians and maxima over the rounds, per signal.
+second, 10 jobs, at most one probe each in flight) probes the bundled fake upstream, which
+answers every request after --latency-ms. Each round starts it on the same database file,
+waits a seeded random 0.5-3 s after /healthz answers, sends the signal and counts: requests
+the upstream received, rows added, probes logged, PRAGMA integrity_check. "lost" =
+received - stored: the probes in flight at the signal. Medians and maxima over the rounds,
+per signal.
 """
 
 from __future__ import annotations

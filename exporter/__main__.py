@@ -130,7 +130,7 @@ def run(settings: Settings, stop: threading.Event) -> int:
     loop = ProbeLoop(settings, probers,
                      [metrics.observe, history.add, logs.log_probe, guard.observe,
                       liveness.observe],
-                     gate=guard.allow)
+                     gate=guard.allow, on_skip=metrics.skip)
 
     def usage_status() -> dict:
         return usage_json(poller.status() if poller else None, guard.status(),
@@ -156,7 +156,7 @@ def run(settings: Settings, stop: threading.Event) -> int:
         poller.start()
     stop.wait()
     log.info("stopping")
-    loop.stop()
+    loop.stop()  # no new probe; those in flight finish and reach the sinks (bounded)
     if poller:
         poller.stop()
     httpd.shutdown()
@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         _exit_config_error(exc)
     logging.shutdown()
     sys.stdout.flush()
-    # A probe may still be blocked on a hanging upstream in a pool thread; those threads
-    # are joined at interpreter exit, which would hold shutdown up to the probe timeout.
+    # The drain waited for the probes in flight up to their timeout + a margin; one still
+    # blocked past that (its result is dropped) must not hold up the exit any longer.
     # Everything is flushed and closed by now, so leave at once.
     os._exit(code)
 

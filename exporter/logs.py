@@ -26,8 +26,6 @@ def setup(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # APScheduler logs every job start/finish at INFO: one probe would cost three lines.
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("urllib3").setLevel(max(logging.WARNING, root.level))
 
 

@@ -10,6 +10,7 @@ is always stored: the history sink runs before the log sink.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import sqlite3
@@ -28,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"t0": ["chat", "responses", "embeddings", "moderations", "models"],
            "t1": ["chat", "embeddings", "files", "fine_tunes", "batches"]}
 PROBES_PER_SECOND = sum(map(len, TARGETS.values()))
+JOBS = PROBES_PER_SECOND  # one job per target x endpoint: at most this many in flight
+# The scheduler's line at a SIGTERM when probes were in flight (exporter/scheduler.py).
+DRAINED = re.compile(r"stopping: (\d+) probe\(s\) in flight finished and were recorded")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class Outcome:
     logged: int  # probes the exporter logged as completed
     integrity: str  # PRAGMA integrity_check after the run
     exit_code: int
+    stop_seconds: float = 0.0  # from the signal to the exit
+    drained: int = 0  # probes in flight at a SIGTERM that the drain let finish (its log line)
 
     @property
     def lost(self) -> int:
@@ -96,14 +102,19 @@ def run_once(fake: FakeUpstream, db: Path, conf: Path, env: dict[str, str],
             except requests.ConnectionError:
                 time.sleep(0.05)
         time.sleep(after_ready_s)
+        signalled = time.monotonic()
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=20)
+        stop_seconds = time.monotonic() - signalled
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     time.sleep(0.3)  # requests already on the wire still reach the fake
-    logged = sum(1 for line in out.decode().splitlines()
-                 if line.startswith("{") and json.loads(line).get("message") == "probe")
+    records = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    logged = sum(1 for r in records if r.get("message") == "probe")
+    drained = sum(int(m.group(1)) for r in records
+                  if (m := DRAINED.match(r.get("message", ""))))
     return Outcome(sent=len(fake.requests), stored=rows(db) - before, logged=logged,
-                   integrity=integrity(db), exit_code=proc.returncode)
+                   integrity=integrity(db), exit_code=proc.returncode,
+                   stop_seconds=stop_seconds, drained=drained)

@@ -26,6 +26,7 @@ from ..catalogue import CATALOGUE, MODEL_KINDS, default_probes
 from ..pricing import shipped_prices
 from .redaction import redacted
 from .parsers import INTERVAL, INTERVAL_ENV, MIN_INTERVAL, _bad
+from .jobs import check_jobs
 from .schema import ConfigError, Settings, TargetSettings
 from .secrets import SecretBook
 from .shards import MAX_SHARDS, describe, shard_of, select
@@ -120,6 +121,7 @@ def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> S
 
     # Every target was checked above, so a config is valid or not on every shard alike.
     shard = select([t for t, _, _ in resolved], merged, sources)
+    check_jobs(merged["mode"], sources.get("mode", "PROBE_MODE"), shard.targets)
     usage_target = (next((t for t, _, _ in resolved if t.admin_key), None)
                     if shard.primary else None)
     host, port = merged["listen"]
