@@ -396,6 +396,17 @@ def test_nothing_phones_home(compose: dict) -> None:
     assert loki["analytics"]["reporting_enabled"] is False
 
 
+def test_docker_stop_waits_for_the_sigterm_drain(compose: dict) -> None:
+    """SIGTERM drains probes for up to the timeout + 2 s (14 s at the defaults): the
+    compose file must give the exporter longer than docker's default 10 s before SIGKILL."""
+    from exporter.durations import parse_duration
+    from exporter.settings import load
+
+    grace = parse_duration(compose["services"]["exporter"].get("stop_grace_period", "10s"))
+    assert grace is not None
+    assert grace >= load([], {}).timeout_seconds + 2
+
+
 def test_grafana_does_not_wait_for_a_healthy_loki(compose: dict) -> None:
     # A slow Loki leaves the Logs row empty for a while; it must not keep Grafana down.
     depends = compose["services"]["grafana"].get("depends_on", {})
