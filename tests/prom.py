@@ -93,8 +93,10 @@ class Prometheus:
     def __init__(self, base: str) -> None:
         self.base = base
 
-    def query(self, expr: str) -> dict:
-        url = f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    def query(self, expr: str, at: float | None = None) -> dict:
+        """An instant query, now or at Unix time `at`."""
+        params = {"query": expr, **({"time": f"{at:.3f}"} if at is not None else {})}
+        url = f"{self.base}/api/v1/query?" + urllib.parse.urlencode(params)
         status, body = get(url, timeout=10)
         try:
             doc = json.loads(body)
@@ -102,8 +104,8 @@ class Prometheus:
             doc = {"status": "error", "error": f"HTTP {status}: {body[:200]}"}
         return doc
 
-    def result(self, expr: str) -> list:
-        doc = self.query(expr)
+    def result(self, expr: str, at: float | None = None) -> list:
+        doc = self.query(expr, at)
         if doc.get("status") != "success":
             raise AssertionError(f"{doc.get('errorType')}: {doc.get('error')}")
         return doc["data"]["result"]
