@@ -10,7 +10,7 @@ every interval, in roundrobin and all mode alike (any probe counts, so the mode 
 matter), and a probe ends within about its timeout; a tick that finds the previous run
 still going is skipped, so completions of one job can be up to interval + timeout apart.
 Three of those leave room for a slow DNS lookup or a busy pool without calling a live
-loop dead, and catch a dead one within minutes at the default 60 s / 12 s (216 s). The
+loop dead, and catch a dead one within minutes at the default 30 s / 12 s (126 s). The
 same limit is the start-up grace: the first probe of each job starts within one interval
 (the scheduler spreads starts over it) and ends within its timeout.
 """

@@ -21,9 +21,9 @@ def test_the_cost_table_matches_the_defaults(fake):
     settings = load([], {"OPENAI_API_KEY": "sk-readme"})
     target = dataclasses.replace(settings.targets[0], base_url=fake.base_url)
     assert (settings.interval_seconds, settings.mode, len(target.probes)) == (
-        60.0, "roundrobin", 10)
+        30.0, "roundrobin", 10)
     per_day = 86400 / settings.interval_seconds / len(target.probes)  # roundrobin
-    assert per_day == 144
+    assert per_day == 288
     prober = Prober(target, timeout_seconds=5, prices=shipped_prices())
     runs = {e: prober.run(e) for e in target.probes}
     assert all(r.success for r in runs.values()), runs
@@ -40,7 +40,7 @@ def test_the_cost_table_matches_the_defaults(fake):
     assert "| " + ", ".join(f"`{e}`" for e in free) + " | – | 0 | 0 |" in README
     total = sum(r.cost_usd for r in runs.values()) * per_day
     streams = (runs["chat_stream"].cost_usd + runs["responses_stream"].cost_usd) * per_day
-    assert (f"| **all 10 default probes** (1,440 probes a day) | | | **{sig2(total)}** "
+    assert (f"| **all 10 default probes** (2,880 probes a day) | | | **{sig2(total)}** "
             f"({sig2(total * 30)} a month) |") in README
     assert f"half of it ({sig2(streams)} a day)" in README
     assert f"({sig2(total * 10)} a day)" in README  # PROBE_MODE=all

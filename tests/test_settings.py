@@ -488,8 +488,8 @@ def test_config_error_is_one_line():
 
 PRECEDENCE = [
     # attribute, file line, env, flags, default, file value, env value, flag value
-    ("interval_seconds", "interval: 30", {"PROBE_INTERVAL_SEC": "20"},
-     ["--probe.interval", "10"], 60.0, 30.0, 20.0, 10.0),
+    ("interval_seconds", "interval: 40", {"PROBE_INTERVAL_SEC": "20"},
+     ["--probe.interval", "10"], 30.0, 40.0, 20.0, 10.0),
     ("timeout_seconds", "timeout: 5s", {"HTTP_TIMEOUT_MS": "4000"},
      ["--probe.timeout", "1500ms"], 12.0, 5.0, 4.0, 1.5),
     ("mode", "mode: all", {"PROBE_MODE": "RoundRobin"}, ["--probe.mode", "all"],
@@ -624,7 +624,7 @@ def test_config_file_flag_beats_config_file_env(tmp_path):
 def test_empty_environment_values_mean_unset():
     s = load([], {**KEY, "PROBE_INTERVAL_SEC": "", "OPENAI_BASE_URL": " ", "DEMO": ""})
     assert (s.interval_seconds, s.targets[0].base_url, s.demo) == (
-        60.0, "https://api.openai.com/v1", False)
+        30.0, "https://api.openai.com/v1", False)
 
 
 def test_config_check_flag():

@@ -46,7 +46,7 @@ class TargetSettings:
 @dataclass(frozen=True)
 class Settings:
     targets: tuple[TargetSettings, ...]
-    interval_seconds: float = 60.0
+    interval_seconds: float = 30.0
     timeout_seconds: float = 12.0
     mode: str = "roundrobin"  # roundrobin | all
     heavy: bool = False

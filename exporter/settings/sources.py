@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe = parser.add_argument_group("probing")
     probe.add_argument("--probe.interval", dest="probe_interval", metavar="SECONDS",
                        help="Seconds between probe rounds (or a duration such as 1m), "
-                            "1-86400. Env: PROBE_INTERVAL_SEC. Default: 60.")
+                            "1-86400. Env: PROBE_INTERVAL_SEC. Default: 30.")
     probe.add_argument("--probe.allow-fast", dest="probe_allow_fast",
                        action=argparse.BooleanOptionalAction,
                        help="Allow --probe.interval below 1 s (down to 0.05 s), for tests: "
