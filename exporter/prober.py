@@ -191,28 +191,33 @@ class Prober:
         probe = CATALOGUE[endpoint]
         model = self.target.model_for(endpoint)
         session = self._session(probe.name)
-        # Prepared (and the proxy, .netrc and CA bundle looked up) before the clock starts:
-        # the duration is the exchange with the upstream, not requests' bookkeeping.
-        prepared, send_kwargs = self._prepare(session, self._request(probe, model))
-        started_at = time.time()
-        clock = ProbeClock.start(self.timeout)
-        timer = transport.begin(clock.started, self.timeout)
         status: int | None = None
         headers: Mapping[str, str] = {}
         reading = Reading()
         failure: requests.RequestException | None = None
+        # Prepared (and the proxy, .netrc and CA bundle looked up) before the clock starts:
+        # the duration is the exchange with the upstream, not requests' bookkeeping.
         try:
-            resp = session.send(prepared, **send_kwargs)
-            status, headers = resp.status_code, resp.headers
-            reading = self._read(probe, resp, clock)
+            prepared, send_kwargs = self._prepare(session, self._request(probe, model))
+        except requests.RequestException as exc:  # a header or URL requests refuses
+            prepared, send_kwargs, failure = None, {}, exc
+        started_at = time.time()
+        clock = ProbeClock.start(self.timeout)
+        timer = transport.begin(clock.started, self.timeout)
+        try:
+            if prepared is not None:
+                resp = session.send(prepared, **send_kwargs)
+                status, headers = resp.status_code, resp.headers
+                reading = self._read(probe, resp, clock)
         except requests.RequestException as exc:  # the probe deadline is one too
             failure = exc
         finally:
             transport.end()
         duration = clock.elapsed()
         stream = probe.reader == "sse" and status is not None and 200 <= status < 300
-        phases = transport.phases(timer, duration, https=(prepared.url or "").startswith("https:"),
-                                  stream=stream, first_content=reading.ttft)
+        phases = {} if prepared is None else transport.phases(
+            timer, duration, https=(prepared.url or "").startswith("https:"), stream=stream,
+            first_content=reading.ttft)
         error_type, message = classify(status, reading, failure, self.timeout)
         return self._result(probe, model, started_at, duration, error_type=error_type,
                             http_status=status, message=message, headers=headers,

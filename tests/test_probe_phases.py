@@ -265,6 +265,13 @@ def test_a_stream_stalled_after_its_first_token_ends_in_transfer(fake):
     assert_adds_up(r)
 
 
+def test_a_request_requests_refuses_to_prepare_is_a_failed_probe_not_a_crash(fake):
+    target = dataclasses.replace(make_target(fake.base_url), headers={"X-Team": "a\nb"})
+    r = Prober(target, timeout_seconds=5).run("models")  # the settings refuse this header
+    assert (r.success, r.error_type, r.http_status, r.phases) == (False, "network", None, {})
+    assert fake.requests == []
+
+
 # -- the start mark: after the request is prepared ------------------------------------------
 
 def test_request_preparation_is_not_in_the_duration(fake, monkeypatch):
