@@ -18,12 +18,12 @@ import threading
 import time
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from collections.abc import Mapping
 
 import requests
 
-from . import __version__
+from . import __version__, transport
 from .catalogue import CATALOGUE, Probe
 from .durations import parse_duration
 from .errors import http_error, transport_error
@@ -137,6 +137,7 @@ class Prober:
         self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices or {})
         self._secrets = tuple(s for s in (target.api_key,) if s)
         self._sessions: dict[str, requests.Session] = {}
+        self._send_kwargs: dict[str, dict[str, Any]] = {}  # per URL, see _prepare
         self._lock = threading.Lock()
 
     # -- request building ---------------------------------------------------------
@@ -172,8 +173,8 @@ class Prober:
         with self._lock:
             session = self._sessions.get(endpoint)
             if session is None:
-                session = requests.Session()
-                session.trust_env = True  # honour HTTPS_PROXY / NO_PROXY like other clients
+                # fresh: a new connection every probe; reuse: the warm one (transport.py)
+                session = transport.session(self.target.connection)
                 self._sessions[endpoint] = session
             return session
 
@@ -189,24 +190,38 @@ class Prober:
         """Probe `endpoint` once. Never raises for anything the network or upstream does."""
         probe = CATALOGUE[endpoint]
         model = self.target.model_for(endpoint)
-        request = self._request(probe, model)
-        started_at = time.time()
-        clock = ProbeClock.start(self.timeout)
+        session = self._session(probe.name)
         status: int | None = None
         headers: Mapping[str, str] = {}
         reading = Reading()
         failure: requests.RequestException | None = None
+        # Prepared (and the proxy, .netrc and CA bundle looked up) before the clock starts:
+        # the duration is the exchange with the upstream, not requests' bookkeeping.
         try:
-            resp = self._send(probe, request)
-            status, headers = resp.status_code, resp.headers
-            reading = self._read(probe, resp, clock)
+            prepared, send_kwargs = self._prepare(session, self._request(probe, model))
+        except requests.RequestException as exc:  # a header or URL requests refuses
+            prepared, send_kwargs, failure = None, {}, exc
+        started_at = time.time()
+        clock = ProbeClock.start(self.timeout)
+        timer = transport.begin(clock.started, self.timeout)
+        try:
+            if prepared is not None:
+                resp = session.send(prepared, **send_kwargs)
+                status, headers = resp.status_code, resp.headers
+                reading = self._read(probe, resp, clock)
         except requests.RequestException as exc:  # the probe deadline is one too
             failure = exc
+        finally:
+            transport.end()
         duration = clock.elapsed()
+        stream = probe.reader == "sse" and status is not None and 200 <= status < 300
+        phases = {} if prepared is None else transport.phases(
+            timer, duration, https=(prepared.url or "").startswith("https:"), stream=stream,
+            first_content=reading.ttft)
         error_type, message = classify(status, reading, failure, self.timeout)
         return self._result(probe, model, started_at, duration, error_type=error_type,
                             http_status=status, message=message, headers=headers,
-                            reading=reading)
+                            reading=reading, phases=phases)
 
     def _request(self, probe: Probe, model: str) -> _Request:
         url, params = self.url_for(probe)
@@ -216,13 +231,24 @@ class Prober:
             headers["Content-Type"] = "application/json"
         return _Request(probe.method, url, params, data, headers)
 
-    def _send(self, probe: Probe, request: _Request) -> requests.Response:
-        """Send; returns as soon as the response headers are in, the body still unread."""
-        return self._session(probe.name).request(
+    def _prepare(self, session: requests.Session,
+                 request: _Request) -> tuple[requests.PreparedRequest, dict[str, Any]]:
+        """What Session.request does before it sends: the prepared request and the send
+        arguments (proxies, verify, cert from the environment; the timeouts; no
+        redirects; the body left unread until the reader takes it)."""
+        prepared = session.prepare_request(requests.Request(
             request.method, request.url, params=request.params, data=request.data,
-            headers=request.headers, timeout=(self.timeout, self.timeout),
-            allow_redirects=False, stream=True,
-        )
+            headers=request.headers))
+        # The environment's proxies and CA bundle are read once per URL: looking them up
+        # scans os.environ twice (~0.3 ms of CPU a probe), and a daemon's environment
+        # does not change under it.
+        url = prepared.url or ""
+        kwargs = self._send_kwargs.get(url)
+        if kwargs is None:
+            kwargs = {"timeout": (self.timeout, self.timeout), "allow_redirects": False}
+            kwargs.update(session.merge_environment_settings(url, {}, True, None, None))
+            self._send_kwargs[url] = kwargs
+        return prepared, kwargs
 
     def _read(self, probe: Probe, resp: requests.Response, clock: ProbeClock) -> Reading:
         """A 2xx body through the probe's reader; any other answer's body as an error."""
@@ -235,7 +261,8 @@ class Prober:
 
     def _result(self, probe: Probe, model: str, started_at: float, duration: float, *,
                 error_type: str, http_status: int | None, message: str,
-                headers: Mapping[str, str], reading: Reading) -> ProbeResult:
+                headers: Mapping[str, str], reading: Reading,
+                phases: Mapping[str, float] | None = None) -> ProbeResult:
         """The ProbeResult of one run; request id and rate limits come from `headers`
         (empty when no response arrived)."""
         input_tokens, output_tokens, total_tokens = reading.usage
@@ -265,6 +292,7 @@ class Prober:
             retry_after_seconds=retry_after,
             ttft_seconds=reading.ttft,
             tpot_seconds=reading.tpot,
+            phases=phases or {},
         )
 
 

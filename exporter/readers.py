@@ -98,16 +98,19 @@ Reader = Callable[[requests.Response, Probe, ProbeClock], Reading]
 def chunks(resp: requests.Response, clock: ProbeClock) -> Iterator[bytes]:
     """The body as it arrives (content-decoded), up to EOF, under the probe's deadline.
 
-    requests' timeout bounds each socket read, not the whole transfer, so a trickling
-    body needs the deadline checked here; read1 returns as soon as any bytes arrive, so
-    it is checked often. A stalled read raises requests.ReadTimeout, a broken connection
-    requests.ConnectionError, a body still arriving at the deadline _Deadline (a
-    requests.Timeout).
+    The prober's transport (exporter/transport.py) gives each socket read the time left
+    before the deadline, so a read never outlasts it; the deadline is checked here too,
+    for bodies read without that transport. A read that times out or a body still
+    arriving at the deadline raises _Deadline (a requests.Timeout), a stalled read that
+    times out before it requests.ReadTimeout, a broken connection
+    requests.ConnectionError.
     """
     while True:
         try:
             chunk = resp.raw.read1(CHUNK_BYTES, decode_content=True)
         except urllib3.exceptions.ReadTimeoutError as exc:  # a stalled body: timeout
+            if clock.past_deadline():
+                raise _Deadline() from exc
             raise requests.ReadTimeout(exc) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise requests.ConnectionError(exc) from exc

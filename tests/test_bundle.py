@@ -67,6 +67,7 @@ CONTRACT = {
     "openai_exporter_shard_index",
     "openai_exporter_shards",
     "openai_exporter_primary",
+    "openai_probe_phase_seconds",
     *(f"openai_{name}_seconds_{suffix}" for name in ("time_to_first_token",
                                                      "time_per_output_token")
       for suffix in ("bucket", "sum", "count")),

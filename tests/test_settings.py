@@ -73,11 +73,13 @@ INVALID_FILES = [
      "config file {path}: must be a mapping of settings at top level, got a list"),
     ("invalid-unknown-key.yaml",
      "config file: unknown key 'intervall' at top level (allowed: interval, timeout, mode, "
-     "heavy, region, listen_address, log_level, log_format, max_workers, "
+     "connection, heavy, region, listen_address, log_level, log_format, max_workers, "
      "probe_budget_usd_per_day, prices, history, usage, shard, targets)"),
     ("invalid-interval.yaml", f"config file interval: {INTERVAL}, got 0"),
     ("invalid-timeout.yaml", f"config file timeout: {TIMEOUT}, got 'soon'"),
     ("invalid-mode.yaml", "config file mode: must be one of roundrobin, all, got 'sometimes'"),
+    ("invalid-connection.yaml",
+     "config file connection: must be one of fresh, reuse, got 'pooled'"),
     ("invalid-heavy.yaml",
      "config file heavy: must be one of 1, 0, true, false, yes, no, got 'maybe'"),
     ("invalid-listen-address.yaml",
@@ -151,7 +153,7 @@ INVALID_FILES = [
     ("invalid-target-unknown-key.yaml",
      "config file: unknown key 'bas_url' in targets[0] (allowed: name, provider, base_url, "
      "api_key_env, admin_key_env, region, models, probes, headers, org_id, project_id, "
-     "api_version)"),
+     "api_version, connection)"),
     ("invalid-target-api-key.yaml",
      "config file targets[0].api_key: keys never go in the config file; put the key in an "
      "environment variable and set api_key_env to its name"),
@@ -164,6 +166,8 @@ INVALID_FILES = [
      "config file targets[0].name: must be letters, digits, '-', '_' or '.', got 'my target'"),
     ("invalid-target-duplicate-name.yaml",
      "config file targets[2].name: duplicate target name 'openai' (also targets[0])"),
+    ("invalid-target-connection.yaml",
+     "config file targets[0].connection: must be one of fresh, reuse, got 'keepalive'"),
     ("invalid-target-provider.yaml",
      "config file targets[0].provider: must be one of openai, azure, openai_compatible, "
      "got 'anthropic'"),
@@ -319,6 +323,23 @@ def test_valid_multi_targets():
     assert vllm.probes == ("chat", "models")  # catalogue order, not file order
     assert vllm.headers == {"X-Team": "platform"}
     assert s.prices["llama-3.1-8b-instruct"] == {"input": 0, "output": 0}
+    assert (openai.connection, azure.connection, vllm.connection) == ("fresh", "fresh", "reuse")
+
+
+def test_a_target_connection_overrides_the_global_one(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("connection: reuse\ntargets:\n  - {name: a}\n"
+                    "  - {name: b, connection: fresh}\n")
+    a, b = load(["--config.file", str(path)], KEY).targets
+    assert (a.connection, b.connection) == ("reuse", "fresh")
+    # environment and flags set the default of targets that set none, not theirs
+    a, b = load(["--config.file", str(path), "--probe.connection", "fresh"],
+                {**KEY, "PROBE_CONNECTION": "reuse"}).targets
+    assert (a.connection, b.connection) == ("fresh", "fresh")
+    a, b = load(["--config.file", str(path)], {**KEY, "PROBE_CONNECTION": "fresh"}).targets
+    assert (a.connection, b.connection) == ("fresh", "fresh")
+    (env_target,) = load([], {**KEY, "PROBE_CONNECTION": "reuse"}).targets
+    assert env_target.connection == "reuse"
 
 
 # -- environment and flags -------------------------------------------------------------
@@ -331,6 +352,7 @@ ENV_CASES = [
      "HTTP_TIMEOUT_MS: must be a number of milliseconds from 10 to 300000 (5 minutes), "
      "got '-5'"),
     ({"PROBE_MODE": "sometimes"}, "PROBE_MODE: must be one of roundrobin, all, got 'sometimes'"),
+    ({"PROBE_CONNECTION": "pool"}, "PROBE_CONNECTION: must be one of fresh, reuse, got 'pool'"),
     ({"PROBE_HEAVY": "maybe"},
      "PROBE_HEAVY: must be one of 1, 0, true, false, yes, no, got 'maybe'"),
     ({"PROBE_ENDPOINTS": "chat,chatt"},
@@ -430,6 +452,7 @@ CLI_CASES = [
     (["--probe.timeout", "-1"], f"--probe.timeout: {TIMEOUT}, got '-1'"),
     (["--probe.timeout", "inf"], f"--probe.timeout: {TIMEOUT}, got 'inf'"),
     (["--probe.mode", "often"], "--probe.mode: must be one of roundrobin, all, got 'often'"),
+    (["--probe.connection", "1"], "--probe.connection: must be one of fresh, reuse, got '1'"),
     (["--probe.endpoints", "chatt"],
      f"--probe.endpoints: unknown probe 'chatt' (allowed: {PROBES})"),
     (["--probe.endpoints", "images"], f"--probe.endpoints: 'images' {HEAVY}"),
@@ -494,6 +517,8 @@ PRECEDENCE = [
      ["--probe.timeout", "1500ms"], 12.0, 5.0, 4.0, 1.5),
     ("mode", "mode: all", {"PROBE_MODE": "RoundRobin"}, ["--probe.mode", "all"],
      "roundrobin", "all", "roundrobin", "all"),
+    ("connection", "connection: reuse", {"PROBE_CONNECTION": "Fresh"},
+     ["--probe.connection", "reuse"], "fresh", "reuse", "fresh", "reuse"),
     ("heavy", "heavy: true", {"PROBE_HEAVY": "no"}, ["--probe.heavy"], False, True, False, True),
     ("log_level", "log_level: debug", {"LOG_LEVEL": "warn"}, ["--log.level", "error"],
      "INFO", "DEBUG", "WARNING", "ERROR"),

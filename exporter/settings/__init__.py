@@ -130,6 +130,7 @@ def _load(argv: list[str], environ: Mapping[str, str], secrets: SecretBook) -> S
         interval_seconds=merged["interval_seconds"],
         timeout_seconds=merged["timeout_seconds"],
         mode=merged["mode"],
+        connection=merged["connection"],
         heavy=merged["heavy"],
         listen_host=host,
         listen_port=port,

@@ -35,6 +35,8 @@ class TargetSettings:
     # "" when this target's organisation is not polled. Never printed.
     admin_key: str = field(default="", repr=False)
     admin_key_env: str = ""  # where admin_key came from ("" when none)
+    # fresh: a new TCP (+TLS) connection every probe; reuse: the pooled warm one
+    connection: str = "fresh"
 
     def model_for(self, endpoint: str) -> str:
         """The model (azure: deployment) a probe of `endpoint` names; "" for probes that
@@ -49,6 +51,7 @@ class Settings:
     interval_seconds: float = 30.0
     timeout_seconds: float = 12.0
     mode: str = "roundrobin"  # roundrobin | all
+    connection: str = "fresh"  # fresh | reuse: the default of targets that set none
     heavy: bool = False
     listen_host: str = "0.0.0.0"
     listen_port: int = 9188

@@ -15,6 +15,7 @@ import yaml
 from .. import __version__
 from ..catalogue import CATALOGUE, MODEL_ENV
 from ..pricing import PriceError, parse_prices, shipped_prices
+from ..transport import CONNECTION_POLICIES
 from .parsers import (
     _bad, _bool, _enum, _group_by, _hours, _identifier, _int_range, _interval, _interval_env,
     _listen, _log_level, _model, _number_in, _number_or_duration, _probe_list, _region,
@@ -26,9 +27,9 @@ from .shards import MAX_SHARDS, _shard_count, _shard_index
 MODES = ("roundrobin", "all")
 LOG_FORMATS = ("json", "text")
 
-TOP_KEYS = ("interval", "timeout", "mode", "heavy", "region", "listen_address", "log_level",
-            "log_format", "max_workers", "probe_budget_usd_per_day", "prices", "history",
-            "usage", "shard", "targets")
+TOP_KEYS = ("interval", "timeout", "mode", "connection", "heavy", "region", "listen_address",
+            "log_level", "log_format", "max_workers", "probe_budget_usd_per_day", "prices",
+            "history", "usage", "shard", "targets")
 HISTORY_KEYS = ("enable_db", "db_file", "retention_hours", "max_events")
 USAGE_KEYS = ("poll_interval", "lookback_minutes", "kinds", "group_by", "max_series")
 SHARD_KEYS = ("index", "count", "primary")
@@ -64,6 +65,8 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("timeout_seconds", "timeout", "HTTP_TIMEOUT_MS", "--probe.timeout", _timeout,
           _timeout_ms),
     _Spec("mode", "mode", "PROBE_MODE", "--probe.mode", _enum(MODES)),
+    _Spec("connection", "connection", "PROBE_CONNECTION", "--probe.connection",
+          _enum(CONNECTION_POLICIES)),
     _Spec("heavy", "heavy", "PROBE_HEAVY", "--probe.heavy", _bool),
     _Spec("region", "region", "PROBE_REGION", None, _region),
     _Spec("listen", "listen_address", "LISTEN_ADDRESS", "--web.listen-address", _listen),
@@ -180,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="roundrobin (one endpoint per target per interval) or all "
                             "(every endpoint every interval). Env: PROBE_MODE. "
                             "Default: roundrobin.")
+    probe.add_argument("--probe.connection", dest="probe_connection", metavar="POLICY",
+                       help="fresh (a new TCP and TLS connection every probe, so every "
+                            "probe measures the same path) or reuse (the warm pooled "
+                            "connection, as an SDK sees it). Env: PROBE_CONNECTION. "
+                            "Default: fresh.")
     probe.add_argument("--probe.endpoints", dest="probe_endpoints", metavar="LIST",
                        help="Comma list of probe keys (" + ", ".join(CATALOGUE) + "). "
                             "Env: PROBE_ENDPOINTS. Default: every default probe.")

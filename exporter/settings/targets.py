@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from ..catalogue import CATALOGUE, DEFAULT_MODELS, MODEL_KINDS, PROVIDERS, default_probes
+from ..transport import CONNECTION_POLICIES
 from .parsers import (
     _bad, _deployment, _enum, _headers, _identifier, _model, _probe_list, _region,
     _target_name, _url,
@@ -25,7 +26,8 @@ DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "azure": "AZURE_OPENAI_API_KEY",
                    "openai_compatible": ""}
 
 TARGET_KEYS = ("name", "provider", "base_url", "api_key_env", "admin_key_env", "region",
-               "models", "probes", "headers", "org_id", "project_id", "api_version")
+               "models", "probes", "headers", "org_id", "project_id", "api_version",
+               "connection")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -130,6 +132,9 @@ def _parse_file_target(raw: Any, i: int) -> dict[str, Any]:
         if key in raw:
             out[key] = _identifier(raw[key], f"{where}.{key}")
 
+    if "connection" in raw:
+        out["connection"] = _enum(CONNECTION_POLICIES)(raw["connection"], f"{where}.connection")
+
     if "api_version" in raw:
         if provider != "azure":
             raise ConfigError(f"{where}.api_version: only for provider azure")
@@ -206,6 +211,7 @@ def _resolve_file_target(
         org_id=t.get("org_id", merged.get("org_id", "") if fill else ""),
         project_id=t.get("project_id", merged.get("project_id", "") if fill else ""),
         api_version=t.get("api_version", ""),
+        connection=t.get("connection", merged["connection"]),
     )
     return target, probes_from, key_error
 
@@ -232,5 +238,6 @@ def _env_target(merged: dict[str, Any], sources: dict[str, str],
         models={k: merged.get(f"model.{k}", DEFAULT_MODELS[k]) for k in MODEL_KINDS},
         probes=probes, org_id=merged.get("org_id", ""),
         project_id=merged.get("project_id", ""),
+        connection=merged["connection"],
     )
     return target, sources.get("probes", ""), "" if target.api_key else key_error
