@@ -237,11 +237,13 @@ def run_mutant(mutant: Mutant, promtool: str) -> str:
     try:
         if _workdir(mutant, tmp) is None:
             return "untested"
-        check = subprocess.run([promtool, "check", "rules", *map(str, (tmp / "rules").glob("*.yml"))],
+        rule_paths = [str(p) for p in sorted((tmp / "rules").glob("*.yml"))]
+        test_paths = [str(p) for p in sorted((tmp / "tests").glob("*.yml"))]
+        check = subprocess.run([promtool, "check", "rules", *rule_paths],
                                capture_output=True, text=True, timeout=60)
         if check.returncode != 0:
             return "invalid"
-        r = subprocess.run([promtool, "test", "rules", *map(str, sorted((tmp / "tests").glob("*.yml")))],
+        r = subprocess.run([promtool, "test", "rules", *test_paths],
                            capture_output=True, text=True, timeout=300)
         return "killed" if r.returncode != 0 else "survived"
     finally:
