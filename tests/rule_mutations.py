@@ -9,7 +9,9 @@ mutant is written to a temporary copy of the rules with the promtool tests next 
 To stay fast, a mutant runs only the test groups that can see it (alert tests of the
 mutated alert or of an alert reading the mutated series, expression tests reading it),
 against only the rules those tests need: the same evaluations the whole suite does for
-those tests, without the rest. Mutants promtool rejects (`check rules`) do not count.
+those tests, without the rest. The groups run one by one, cheapest first (fewest
+evaluations), and the first failure kills the mutant. Mutants promtool rejects
+(`check rules`) do not count.
 
     python -m tests.rule_mutations [--limit-per-rule N] [--jobs 2]
 
@@ -19,7 +21,6 @@ EQUIVALENT lists mutants that change nothing a test can see, each with its reaso
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import re
 import shutil
@@ -198,8 +199,24 @@ def _test_needs(test: dict, records: set[str]) -> set[str]:
     return needs
 
 
-def _workdir(mutant: Mutant, tmp: Path) -> Path | None:
-    """Rules (mutated, cut to what the chosen tests need) and the tests that see the mutant."""
+_DUR_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_DUR_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def _seconds(duration: str) -> float:
+    return sum(int(n) * _DUR_SECONDS[u] for n, u in _DUR_PART.findall(str(duration)))
+
+
+def _cost(test: dict, doc: dict) -> float:
+    """Evaluations promtool makes for one test group: its last eval_time / the interval."""
+    times = [_seconds(c["eval_time"]) for key in ("alert_rule_test", "promql_expr_test")
+             for c in test.get(key, [])]
+    return max(times, default=0) / _seconds(doc.get("evaluation_interval", "1m"))
+
+
+def _workdir(mutant: Mutant, tmp: Path) -> list[Path]:
+    """Rules (mutated, cut to what the chosen tests need) and one file per test group that
+    sees the mutant, cheapest first (run_mutant stops at the first that fails)."""
     docs = _rule_files()
     deps = _deps()
     records = {n for n in deps if ":" in n}
@@ -208,44 +225,45 @@ def _workdir(mutant: Mutant, tmp: Path) -> Path | None:
     (tmp / "rules").mkdir()
     (tmp / "tests").mkdir()
     needed: set[str] = set()
-    wrote = False
+    groups: list[tuple[float, str, dict]] = []
     for path in sorted(TESTS_DIR.glob("*.yml")):
         doc = yaml.safe_load(path.read_text())
-        keep = []
-        for test in doc["tests"]:
+        for i, test in enumerate(doc["tests"]):
             needs = _closure(_test_needs(test, records), deps)
             if mutant.rule in needs:
-                keep.append(test)
                 needed |= needs
-        if keep:
-            doc = copy.deepcopy(doc)
-            doc["tests"] = keep
-            (tmp / "tests" / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
-            wrote = True
-    if not wrote:
-        return None
-    for fname, doc in docs.items():
-        for g in doc["groups"]:
-            g["rules"] = [r for r in g["rules"] if _name(r) in needed]
-        (tmp / "rules" / fname).write_text(yaml.safe_dump(doc, sort_keys=False))
-    return tmp
+                one = dict(doc, tests=[test])
+                groups.append((_cost(test, doc), f"{path.stem}-{i:02d}.yml", one))
+    out = []
+    for _, name, one in sorted(groups, key=lambda g: (g[0], g[1])):
+        (tmp / "tests" / name).write_text(yaml.safe_dump(one, sort_keys=False))
+        out.append(tmp / "tests" / name)
+    if out:
+        for fname, doc in docs.items():
+            for g in doc["groups"]:
+                g["rules"] = [r for r in g["rules"] if _name(r) in needed]
+            (tmp / "rules" / fname).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
 
 
 def run_mutant(mutant: Mutant, promtool: str) -> str:
     """'killed', 'survived', 'invalid' or 'untested'."""
     tmp = Path(tempfile.mkdtemp(prefix="mutant-"))
     try:
-        if _workdir(mutant, tmp) is None:
+        test_paths = _workdir(mutant, tmp)
+        if not test_paths:
             return "untested"
         rule_paths = [str(p) for p in sorted((tmp / "rules").glob("*.yml"))]
-        test_paths = [str(p) for p in sorted((tmp / "tests").glob("*.yml"))]
         check = subprocess.run([promtool, "check", "rules", *rule_paths],
                                capture_output=True, text=True, timeout=60)
         if check.returncode != 0:
             return "invalid"
-        r = subprocess.run([promtool, "test", "rules", *test_paths],
-                           capture_output=True, text=True, timeout=300)
-        return "killed" if r.returncode != 0 else "survived"
+        for path in test_paths:
+            r = subprocess.run([promtool, "test", "rules", str(path)],
+                               capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                return "killed"
+        return "survived"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -259,15 +277,35 @@ def equivalent_reason(m: Mutant) -> str | None:
     return None
 
 
+def kind(m: Mutant) -> str:
+    """The mutation kind: drop-operand, flip, number, window, matcher or on-label."""
+    for prefix, k in (("drop the ", "drop-operand"), ("flip ", "flip"), ("double ", "number"),
+                      ("window ", "window"), ("break ", "matcher"), ("drop ", "on-label")):
+        if m.what.startswith(prefix):
+            return k
+    raise ValueError(m.what)
+
+
 def sample(mutants: list[Mutant], per_rule: int) -> list[Mutant]:
-    """At most `per_rule` mutants of each rule, picked by a stable hash: every rule covered."""
+    """At most `per_rule` mutants of each rule, picked by a stable hash (every rule covered),
+    plus the first by the same hash of each mutation kind the picks miss (every kind covered).
+    The hash is of the rule name and the mutation's description, so the sample only moves
+    when the rules do."""
+    def key(m: Mutant) -> str:
+        return hashlib.sha256(f"{m.rule}|{m.what}".encode()).hexdigest()
+
     by_rule: dict[tuple[str, int, int], list[Mutant]] = {}
     for m in mutants:
         by_rule.setdefault((m.file, m.group, m.index), []).append(m)
     out = []
     for ms in by_rule.values():
-        ms = sorted(ms, key=lambda m: hashlib.sha256(f"{m.rule}|{m.what}".encode()).hexdigest())
+        ms = sorted(ms, key=key)
         out.extend(ms[:per_rule] if per_rule > 0 else ms)
+    kinds = {kind(m) for m in out}
+    for m in sorted(mutants, key=key):
+        if kind(m) not in kinds:
+            kinds.add(kind(m))
+            out.append(m)
     return out
 
 
@@ -278,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--promtool", default=shutil.which("promtool") or "promtool")
     args = ap.parse_args(argv)
     everything = all_mutants()
-    chosen = [m for m in sample(everything, args.limit_per_rule) if not equivalent_reason(m)]
+    chosen = sample([m for m in everything if not equivalent_reason(m)], args.limit_per_rule)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(lambda m: (m, run_mutant(m, args.promtool)), chosen))
     counts: dict[str, int] = {}
