@@ -30,7 +30,8 @@ class Exporter:
         self.url = url
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", f"--web.listen-address={listen}"], cwd=ROOT,
-            env=clean_env(PROBE_INTERVAL_SEC="1", PROBE_MODE="all"),
+            # A short probe timeout bounds the SIGTERM drain (timeout + 2 s) in stop().
+            env=clean_env(PROBE_INTERVAL_SEC="1", PROBE_MODE="all", HTTP_TIMEOUT_MS="3000"),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -53,8 +54,10 @@ class Exporter:
         raise KeyError(field)
 
     def stop(self) -> None:
+        # SIGTERM drains the probes in flight for up to the probe timeout + 2 s (5 s here);
+        # the rest is headroom for a loaded machine.
         self.proc.terminate()
-        self.proc.communicate(timeout=10)
+        self.proc.communicate(timeout=30)
 
 
 @pytest.fixture
