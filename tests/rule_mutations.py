@@ -13,7 +13,7 @@ those tests, without the rest. The groups run one by one, cheapest first (fewest
 evaluations), and the first failure kills the mutant. Mutants promtool rejects
 (`check rules`) do not count.
 
-    python -m tests.rule_mutations [--limit-per-rule N] [--jobs 2]
+    python -m tests.rule_mutations [--limit-per-rule N] [--jobs 2] [--only REGEX] [--list]
 
 EQUIVALENT lists mutants that change nothing a test can see, each with its reason.
 """
@@ -314,9 +314,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-per-rule", type=int, default=2, help="0: every mutant")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--promtool", default=shutil.which("promtool") or "promtool")
+    ap.add_argument("--only", metavar="REGEX",
+                    help="run only mutants whose 'rule: description' matches (re.search)")
+    ap.add_argument("--list", action="store_true", help="print the chosen mutants, run none")
     args = ap.parse_args(argv)
     everything = all_mutants()
     chosen = sample([m for m in everything if not equivalent_reason(m)], args.limit_per_rule)
+    if args.only:
+        try:
+            only = re.compile(args.only)
+        except re.error as e:
+            ap.error(f"--only: {e}")
+        chosen = [m for m in chosen if only.search(f"{m.rule}: {m.what}")]
+    if args.list:
+        for m in chosen:
+            print(f"{m.file} {m.rule}: {m.what}".replace("\n", " "))
+        return 0
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(lambda m: (m, run_mutant(m, args.promtool)), chosen))
     counts: dict[str, int] = {}
