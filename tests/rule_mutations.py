@@ -44,8 +44,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {}
 EQUIVALENT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^flip '[<>]=?' before ' (14\.4|6|3|1)\b"),
      "a burn rate (ratio / (1 - objective)) never equals the factor exactly in floating point"),
-    (re.compile(r"^flip '<' before ' openai_rate_limit_\w+_reset_seconds\n\s+or"),
-     "when the time to zero equals the reset both branches give the same value"),
+    # The description holds only the next 40 characters, so this names the recording
+    # rules (the alert's own `< ..._reset_seconds` is not equivalent).
+    (re.compile(r"^target_model:openai_rate_limit_\w+_remaining:seconds_to_zero_deriv5m\|"
+                r"flip '<' before ' openai_rate_limit_\w+_reset_second"),
+     "`x < reset or reset` vs `x <= reset or reset`: at x == reset both give reset, same labels"),
 ]
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -272,7 +275,7 @@ def equivalent_reason(m: Mutant) -> str | None:
     if (m.rule, m.what) in EQUIVALENT:
         return EQUIVALENT[(m.rule, m.what)]
     for pattern, reason in EQUIVALENT_PATTERNS:
-        if pattern.search(m.what):
+        if pattern.search(m.what) or pattern.search(f"{m.rule}|{m.what}"):
             return reason
     return None
 
