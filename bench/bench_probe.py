@@ -6,7 +6,8 @@ between the two is what the prober adds (building the request, reading the body 
 deadline, JSON parsing, classification, redaction).
 
 Part ``fleet`` (issue 8): 10 targets x 5 endpoints in ``all`` mode through ``ProbeLoop``
-(every probe of a round released together), the fake upstream in its own process (so
+(starts spread by the scheduler's per-job offsets; before the monotonic scheduler, every
+probe of a round was released together), the fake upstream in its own process (so
 the CPU time measured is the exporter's alone), in alternating blocks: the prober with
 ``fresh`` and with ``reuse`` connections, each with the sinks main() wires (metrics,
 history in memory or SQLite, the probe log), and an ``http.client`` floor released the
