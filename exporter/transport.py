@@ -181,13 +181,10 @@ class _FreshHTTPPool(HTTPConnectionPool):
         super()._put_conn(conn)
 
 
-class _FreshHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = TimedHTTPSConnection
+class _FreshHTTPSPool(_FreshHTTPPool, HTTPSConnectionPool):
+    """The same over TLS (HTTPSConnectionPool subclasses HTTPConnectionPool)."""
 
-    def _put_conn(self, conn: Any) -> None:
-        if conn is not None:
-            conn.close()
-        super()._put_conn(conn)
+    ConnectionCls = TimedHTTPSConnection
 
 
 class _ReuseHTTPPool(HTTPConnectionPool):
