@@ -8,10 +8,10 @@ Modes:
 Isolation: a job never overlaps itself, and every job has its own slot. Probes run on an
 elastic pool that starts a thread whenever all of its threads are busy, so there are never
 more threads than probes in flight, and never more probes in flight than jobs (at most
-``MAX_JOBS``, checked by the settings): one endpoint or target hanging until its timeout
-costs nobody else a tick. A tick that finds the job's previous run still going is skipped,
-counted (``on_skip``: ``openai_probe_skipped_total{reason="still_running"}``) and logged at
-most once a minute per target x endpoint.
+``MAX_JOBS``, checked by exporter/settings/jobs.py): one endpoint or target hanging until
+its timeout costs nobody else a tick. A tick that finds the job's previous run still going
+is skipped, counted (``on_skip``: ``openai_probe_skipped_total{reason="still_running"}``)
+and logged at most once a minute per target x endpoint.
 
 Jitter: each job starts at a stable offset into the interval, from a BLAKE2 hash of its
 name (target/endpoint in ``all``, the target in ``roundrobin``), as Prometheus spreads its
@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from .prober import Prober
 from .result import ProbeResult
 from .settings import Settings
-from .settings.jobs import MAX_JOBS, job_count
 from .throttle import Throttle
 
 log = logging.getLogger("exporter.scheduler")
@@ -55,7 +54,7 @@ DRAIN_MARGIN_SECONDS = 2.0  # past the probe timeout, for the sinks (an fsynced 
 SKIP_LOG_SECONDS = 60.0  # at most one "still running" line per target x endpoint this often
 MAX_WAIT_SECONDS = 3600.0  # the timer's longest sleep (no job; past the stop)
 
-__all__ = ["DRAIN_MARGIN_SECONDS", "MAX_JOBS", "ProbeLoop", "job_count", "offset_fraction"]
+__all__ = ["DRAIN_MARGIN_SECONDS", "ProbeLoop", "offset_fraction"]
 
 
 def offset_fraction(name: str) -> float:
@@ -206,10 +205,7 @@ class ProbeLoop:
         if job.running is not None:
             self._skip(job.prober.target.name, job.running)
             return
-        endpoint = job.endpoint
-        if endpoint is None:
-            with self._cycle_lock:
-                endpoint = next(self._cycles[job.prober.target.name])
+        endpoint = job.endpoint or self._next_endpoint(job.prober)
         job.running = endpoint
         job.ticks += 1
         self._in_flight += 1
@@ -277,10 +273,13 @@ class ProbeLoop:
 
     # -- one probe ------------------------------------------------------------------------
 
-    def run_next(self, prober: Prober) -> ProbeResult | None:
+    def _next_endpoint(self, prober: Prober) -> str:
+        """The next endpoint of `prober`'s target in its roundrobin cycle."""
         with self._cycle_lock:
-            endpoint = next(self._cycles[prober.target.name])
-        return self.run_one(prober, endpoint)
+            return next(self._cycles[prober.target.name])
+
+    def run_next(self, prober: Prober) -> ProbeResult | None:
+        return self.run_one(prober, self._next_endpoint(prober))
 
     def run_one(self, prober: Prober, endpoint: str) -> ProbeResult | None:
         """Probe once and feed every sink; a failing sink never stops the loop."""
