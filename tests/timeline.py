@@ -5,10 +5,11 @@ The real exporter code runs in-process against the fake upstream: the shipped se
 ExporterMetrics (and BudgetGuard) sinks and, with an admin key, the real usage poller. What
 is simulated is the clock: probes run in the order and at the cadence the shipped schedule
 gives them (roundrobin: each target's next endpoint every interval; all: every endpoint
-every interval), each ProbeResult is stamped with its simulated start before it reaches the
-sinks, and the registry is rendered (what `/metrics` serves) at every simulated scrape of
-the shipped prometheus/prometheus.yml. The fake's rate-limit windows and organisation, and
-the usage poller, read the same simulated clock. Real probes take real (milliseconds of)
+every interval; each job from its offset into the interval, as exporter/scheduler.py),
+each ProbeResult is stamped with its simulated start before it reaches the sinks, and
+the registry is rendered (what `/metrics` serves) at every simulated scrape of the shipped
+prometheus/prometheus.yml. The fake's rate-limit windows and organisation, and the usage
+poller, read the same simulated clock. Real probes take real (milliseconds of)
 time; the fake's chaos latency is scaled down by TIME_SCALE and the measured durations
 scaled back up, so a 75-minute timeline runs in seconds with the chaos profile's
 latencies.
@@ -36,6 +37,7 @@ from exporter.metrics import ExporterMetrics
 from exporter.pricing import PriceTable
 from exporter.prober import Prober
 from exporter.result import ProbeResult
+from exporter.scheduler import offset_fraction
 from exporter.settings import Settings, load
 from exporter.usage.metrics import UsageMetrics
 from exporter.usage.poller import META_ENDPOINTS, UsagePoller
@@ -71,17 +73,22 @@ class SimClock:
 
 def schedule(settings: Settings, start: float, end: float) -> list[tuple[float, str, str]]:
     """(time, target, endpoint) of every probe the shipped schedule runs in [start, end):
-    the first tick at start, then one every interval."""
+    each job's first tick at its offset into the interval (the scheduler's
+    offset_fraction of its name), then one every interval."""
     out = []
     interval = settings.interval_seconds
+
+    def ticks(name: str) -> list[float]:
+        first = start + offset_fraction(name) * interval
+        return [first + i * interval for i in range(int(math.ceil((end - first) / interval)))]
+
     for target in settings.targets:
-        ticks = int(math.ceil((end - start) / interval))
-        for i in range(ticks):
-            t = start + i * interval
-            if settings.mode == "all":
-                out += [(t, target.name, e) for e in target.probes]
-            else:
-                out.append((t, target.name, target.probes[i % len(target.probes)]))
+        if settings.mode == "all":
+            out += [(t, target.name, e) for e in target.probes
+                    for t in ticks(f"{target.name}/{e}")]
+        elif target.probes:
+            out += [(t, target.name, target.probes[i % len(target.probes)])
+                    for i, t in enumerate(ticks(target.name))]
     return sorted(out)
 
 
